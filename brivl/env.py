@@ -1,0 +1,64 @@
+"""One place for process-wide defaults: project home, telemetry off, offline model hubs.
+
+Every entry point (CLI, tasks, flows, tests) calls :func:`apply_defaults` before importing
+Prefect, MLflow or Ray, because those read their settings at import time. Values already in
+the environment win, so a user can point any service elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+TELEMETRY_OFF = {
+    "DO_NOT_TRACK": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "WANDB_MODE": "disabled",
+    "WANDB_SILENT": "true",
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "RAY_AUTH_MODE": "disabled",
+}
+
+
+def project_home() -> Path:
+    """The directory holding all pipeline state (``$BRIVL_HOME``, default ``~/.brivl``)."""
+    return Path(os.environ.get("BRIVL_HOME", Path.home() / ".brivl")).expanduser().resolve()
+
+
+def ray_temp_dir(home: Path | None = None) -> Path:
+    """Ray's session directory; short, because Ray's unix socket paths must fit 107 bytes."""
+    home = home or project_home()
+    candidate = home / "ray"
+    if len(str(candidate)) <= 48:
+        return candidate
+    digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
+    return Path(tempfile.gettempdir()) / f"brivl-ray-{digest}"
+
+
+def apply_defaults(home: Path | None = None) -> Path:
+    """Set telemetry-off and state-location defaults; return the project home."""
+    home = (home or project_home()).resolve()
+    os.environ.setdefault("BRIVL_HOME", str(home))
+    for key, value in TELEMETRY_OFF.items():
+        os.environ.setdefault(key, value)
+    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
+    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect" / "storage"))
+    os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    os.environ.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(home / "mlartifacts"))
+    os.environ.setdefault("RAY_TMPDIR", str(ray_temp_dir(home)))
+    os.environ.setdefault("HF_HOME", str(home / "hf"))
+    os.environ.setdefault("WANDB_DIR", str(home / "wandb"))
+    home.mkdir(parents=True, exist_ok=True)
+    return home

@@ -1,0 +1,1 @@
+"""``brivl`` subcommands, one module each (see :mod:`flows.cli`)."""

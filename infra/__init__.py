@@ -1,0 +1,1 @@
+"""How services start: local Prefect, MLflow and Ray, and cluster configs."""
