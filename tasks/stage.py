@@ -1,0 +1,86 @@
+"""The shared shape of a pipeline stage as a Prefect task.
+
+A stage's identity is ``stage_key(stage, input manifest hashes, config, code version)``. It
+names both the Prefect cache key and the output directory
+(``$BRIVL_HOME/data/<stage>/<key>`` unless ``out_dir`` is given), so a rerun with the same
+inputs, config and code is a Prefect cache hit, and the stage body itself is idempotent:
+it returns at once when its output directory already holds a complete manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from brivl import manifest
+from brivl.env import project_home
+from brivl.fingerprint import code_version
+
+
+@dataclass(frozen=True)
+class StageRun:
+    """Where and under which identity one stage run writes."""
+
+    stage: str
+    key: str
+    out_dir: Path
+    inputs: list[str]
+    code_version: str
+
+    @property
+    def done(self) -> bool:
+        """True when the output directory holds a complete manifest."""
+        return manifest.is_complete(self.out_dir)
+
+
+def input_identity(value: Any) -> str:
+    """Identity of a stage input: a stage directory's manifest hash, else the value itself."""
+    if isinstance(value, (str, Path)) and Path(value).is_dir():
+        return manifest.read_manifest(value)["hash"]
+    return str(value)
+
+
+def resolve_stage(
+    stage: str,
+    code_modules: Sequence[str],
+    inputs: Sequence[Any],
+    config: Any,
+    out_dir: str | Path | None = None,
+) -> StageRun:
+    """Compute a stage run's key and output directory."""
+    input_ids = [input_identity(v) for v in inputs]
+    version = code_version(*code_modules)
+    key = manifest.stage_key(stage, input_ids, config, version)
+    target = Path(out_dir) if out_dir else project_home() / "data" / stage / key
+    return StageRun(stage, key, target.resolve(), input_ids, version)
+
+
+def stage_cache_key(
+    stage: str, code_modules: Sequence[str], input_params: Sequence[str], config_param: str = "config"
+) -> Callable[[Any, dict[str, Any]], str]:
+    """A Prefect ``cache_key_fn`` for a stage task.
+
+    ``input_params`` name the task parameters holding input stage directories (or other
+    identifying values). When the output directory has gone missing since a cached run, the
+    stale cache record is dropped so the stage runs again instead of returning a dead path.
+    """
+
+    def key_fn(context: Any, parameters: dict[str, Any]) -> str:
+        run = resolve_stage(
+            stage,
+            code_modules,
+            [parameters.get(p) for p in input_params],
+            parameters.get(config_param),
+            parameters.get("out_dir"),
+        )
+        cache_key = f"{stage}-{run.key}"
+        if not run.done:
+            record = Path(os.environ.get("PREFECT_LOCAL_STORAGE_PATH", "")) / cache_key
+            if record.is_file():
+                record.unlink()
+        return cache_key
+
+    return key_fn
