@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export BRIVL_HOME ?= $(CURDIR)/.brivl
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench clean
+.PHONY: help install run test lint bench serve stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,13 @@ lint: install ## ruff
 
 bench: install ## run the benchmarks (results: bench/RESULTS.md)
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+serve: install ## start Prefect server + worker and MLflow server on 127.0.0.1, register deployments
+	$(BIN)/python -m infra.services start
+	PREFECT_API_URL=http://127.0.0.1:$${BRIVL_PREFECT_PORT:-4200}/api $(BIN)/python -m flows.deployments
+
+stop: ## stop the services started by `make serve`
+	$(BIN)/python -m infra.services stop
 
 clean: ## remove pipeline state (BRIVL_HOME), keep the venv
 	rm -rf "$(BRIVL_HOME)"
