@@ -1,0 +1,130 @@
+"""The candidates table: one row per ``<img>`` found on a page, and how rows are written."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from brivl.crawl.config import CrawlConfig
+from brivl.crawl.parse import ImageRef
+
+CANDIDATES_DIR = "candidates"
+PAGES_FILE = "pages.parquet"
+
+# decision values (why a candidate may or may not be downloaded)
+ALLOWED = "allowed"
+ROBOTS_DISALLOWED = "robots_disallowed"
+OPTOUT_META = "optout_meta"
+OPTOUT_PAGE_HEADER = "optout_page_header"
+SSRF_BLOCKED = "ssrf_blocked"
+
+CANDIDATE_SCHEMA = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("image_url", pa.string()),
+        ("page_url", pa.string()),
+        ("alt", pa.string()),
+        ("title", pa.string()),
+        ("figcaption", pa.string()),
+        ("surrounding", pa.string()),
+        ("caption", pa.string()),
+        ("caption_source", pa.string()),
+        ("crawl_time", pa.timestamp("us", tz="UTC")),
+        ("depth", pa.int32()),
+        ("robots", pa.string()),
+        ("decision", pa.string()),
+    ]
+)
+
+PAGE_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("final_url", pa.string()),
+        ("depth", pa.int32()),
+        ("outcome", pa.string()),
+        ("status", pa.int32()),
+        ("error", pa.string()),
+        ("detail", pa.string()),
+        ("content_type", pa.string()),
+        ("encoding", pa.string()),
+        ("n_links", pa.int32()),
+        ("n_images", pa.int32()),
+        ("fetched_at", pa.timestamp("us", tz="UTC")),
+        ("elapsed_s", pa.float64()),
+    ]
+)
+
+
+def candidate_id(image_url: str, page_url: str) -> str:
+    """Stable id of an (image, page) pair: sha256 of both URLs, 20 hex characters."""
+    return hashlib.sha256(f"{image_url}\n{page_url}".encode()).hexdigest()[:20]
+
+
+def candidate_row(
+    image: ImageRef,
+    page_url: str,
+    *,
+    depth: int,
+    crawl_time: datetime,
+    robots: str,
+    decision: str,
+    config: CrawlConfig,
+) -> dict[str, Any]:
+    """One candidates row, caption chosen by the config's policy."""
+    texts = {
+        "alt": image.alt,
+        "title": image.title,
+        "figcaption": image.figcaption,
+        "surrounding": image.surrounding,
+    }
+    caption, source = config.caption.choose(texts)
+    return {
+        "candidate_id": candidate_id(image.image_url, page_url),
+        "image_url": image.image_url,
+        "page_url": page_url,
+        **texts,
+        "caption": caption,
+        "caption_source": source,
+        "crawl_time": crawl_time,
+        "depth": depth,
+        "robots": robots,
+        "decision": decision,
+    }
+
+
+def write_candidates(rows: list[dict[str, Any]], out_dir: Path, rows_per_part: int) -> list[Path]:
+    """``candidates/part-NNNNN.parquet`` files (at least one, possibly empty)."""
+    target = out_dir / CANDIDATES_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for part, start in enumerate(range(0, max(len(rows), 1), rows_per_part)):
+        table = pa.Table.from_pylist(rows[start : start + rows_per_part], schema=CANDIDATE_SCHEMA)
+        path = target / f"part-{part:05d}.parquet"
+        pq.write_table(table, path)
+        paths.append(path)
+    return paths
+
+
+def write_pages(rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    """``pages.parquet``: every page considered, fetched or not, with its outcome."""
+    path = out_dir / PAGES_FILE
+    pq.write_table(pa.Table.from_pylist(rows, schema=PAGE_SCHEMA), path)
+    return path
+
+
+def read_candidates(stage_dir: str | Path, columns: Iterable[str] | None = None) -> pa.Table:
+    """All candidate rows of a crawl output directory, in part order."""
+    parts = sorted((Path(stage_dir) / CANDIDATES_DIR).glob("part-*.parquet"))
+    if not parts:
+        raise FileNotFoundError(
+            f"{stage_dir}: no {CANDIDATES_DIR}/part-*.parquet; expected a crawl stage output "
+            "directory (written by `brivl crawl`)"
+        )
+    cols = list(columns) if columns is not None else None
+    return pa.concat_tables(pq.read_table(p, columns=cols) for p in parts)

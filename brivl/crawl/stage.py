@@ -1,0 +1,75 @@
+"""The crawl stage: crawl (live or from WARC files), write candidates + pages + manifest."""
+
+from __future__ import annotations
+
+import shutil
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from brivl import manifest
+from brivl.crawl import candidates as cand
+from brivl.crawl.config import CrawlConfig
+from brivl.crawl.crawler import CrawlOutput, crawl_pages
+from brivl.crawl.warc import crawl_warc_files
+
+STAGE = "crawl"
+
+
+def run_crawl(
+    seeds: Sequence[str],
+    config: CrawlConfig,
+    out_dir: str | Path,
+    *,
+    warc_files: Sequence[str | Path] = (),
+    inputs: Sequence[str] | None = None,
+    code_version: str = "",
+    on_page: Callable[[dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Crawl ``seeds`` (or read ``warc_files``) into ``out_dir``; return the manifest.
+
+    ``out_dir`` is cleared first (a crawl is not resumable: a rerun starts over).
+    """
+    if not seeds and not warc_files:
+        raise ValueError("nothing to crawl: give seed URLs (http/https) or WARC files")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    output = CrawlOutput([], [])
+    if seeds:
+        live = crawl_pages(seeds, config, on_page)
+        output.pages += live.pages
+        output.candidates += live.candidates
+    if warc_files:
+        archived = crawl_warc_files(warc_files, config, on_page)
+        output.pages += archived.pages
+        output.candidates += archived.candidates
+    cand.write_candidates(output.candidates, out_dir, config.rows_per_part)
+    cand.write_pages(output.pages, out_dir)
+    return manifest.write_manifest(
+        out_dir,
+        stage=STAGE,
+        config=config.to_dict(),
+        inputs=list(inputs if inputs is not None else [*seeds, *map(str, warc_files)]),
+        code_version=code_version,
+        row_counts=crawl_counts(output),
+        extra={
+            "seeds": list(seeds),
+            "warc_files": [str(p) for p in warc_files],
+            "pages_by_outcome": dict(Counter(p["outcome"] for p in output.pages)),
+            "candidates_by_decision": dict(Counter(c["decision"] for c in output.candidates)),
+        },
+    )
+
+
+def crawl_counts(output: CrawlOutput) -> dict[str, int]:
+    """Row counts for the manifest."""
+    decisions = Counter(c["decision"] for c in output.candidates)
+    return {
+        "pages": len(output.pages),
+        "pages_fetched": sum(p["outcome"] == "fetched" for p in output.pages),
+        "candidates": len(output.candidates),
+        "candidates_allowed": decisions.get(cand.ALLOWED, 0),
+    }
