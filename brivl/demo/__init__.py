@@ -1,0 +1,43 @@
+"""The demo web: the pipeline's embedded default corpus (see :mod:`brivl.demo.site`).
+
+::
+
+    site = build_site(DemoConfig(n_images=200, seed=0, slow_seconds=3.0))
+    with serve(site) as server:          # http://127.0.0.1:PORT, a daemon thread
+        crawl(server.seed_urls, ...)
+    site.images                          # ImageTruth per <img>: labels, caption, texts, fault
+    site.eval_sets(out_dir)              # held-out eval Parquet sets
+"""
+
+from brivl.demo.server import AccessLog, AccessRecord, DemoServer, serve
+from brivl.demo.site import (
+    BLOCKLIST_WORDS,
+    DOWNLOAD_FAULTS,
+    FAULT_KINDS,
+    FILTER_FAULTS,
+    PAGE_FAULTS,
+    Article,
+    DemoConfig,
+    DemoSite,
+    ImageTruth,
+    Response,
+    build_site,
+)
+
+__all__ = [
+    "BLOCKLIST_WORDS",
+    "DOWNLOAD_FAULTS",
+    "FAULT_KINDS",
+    "FILTER_FAULTS",
+    "PAGE_FAULTS",
+    "AccessLog",
+    "AccessRecord",
+    "Article",
+    "DemoConfig",
+    "DemoServer",
+    "DemoSite",
+    "ImageTruth",
+    "Response",
+    "build_site",
+    "serve",
+]

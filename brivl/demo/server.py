@@ -1,0 +1,142 @@
+"""Serve a :class:`~brivl.demo.site.DemoSite` over HTTP on loopback, in a daemon thread.
+
+``with serve(site) as server:`` gives ``server.base_url``, ``server.seed_urls`` and an
+``access_log`` of every request (method, path, status, user agent). Each request runs in its
+own thread, so a slow body never holds up other requests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import NamedTuple
+from urllib.parse import unquote, urlsplit
+
+from brivl.demo.site import DemoSite, Response
+
+TRICKLE_CHUNKS = 20
+
+
+class AccessRecord(NamedTuple):
+    method: str
+    path: str  # as requested, query string included
+    status: int
+    user_agent: str
+
+
+class AccessLog(list):
+    """A list of :class:`AccessRecord`, appended to under a lock by the server's threads."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def record(self, entry: AccessRecord) -> None:
+        with self._lock:
+            self.append(entry)
+
+    def snapshot(self) -> list[AccessRecord]:
+        with self._lock:
+            return list(self)
+
+    def paths(self) -> list[str]:
+        """Requested paths without query strings, in order."""
+        return [urlsplit(r.path).path for r in self.snapshot()]
+
+
+class DemoServer:
+    """A running demo web; a context manager that stops the server on exit."""
+
+    def __init__(self, site: DemoSite, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.site = site
+        self.access_log = AccessLog()
+        handler = type("DemoHandler", (_Handler,), {"site": site, "log": self.access_log})
+        self._httpd = _Server((host, port), handler)
+        self.host, self.port = self._httpd.server_address[:2]
+        self.base_url = f"http://{self.host}:{self.port}"
+        self.seed_urls = [self.base_url + "/"]
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name=f"demo-web:{self.port}",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def url(self, path: str) -> str:
+        return self.base_url + path
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._httpd.shutdown()
+            self._thread.join(timeout=5)
+        self._httpd.server_close()
+
+    def __enter__(self) -> DemoServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def serve(site: DemoSite, host: str = "127.0.0.1", port: int = 0) -> DemoServer:
+    """Start serving ``site`` on ``host:port`` (``port=0``: a free port); returns the server."""
+    return DemoServer(site, host, port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError | TimeoutError):
+            super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    site: DemoSite
+    log: AccessLog
+    protocol_version = "HTTP/1.1"
+    server_version = "BrivlDemoWeb/1.0"
+    timeout = 30  # idle keep-alive connections are closed after this
+
+    def do_GET(self) -> None:
+        self._answer(send_body=True)
+
+    def do_HEAD(self) -> None:
+        self._answer(send_body=False)
+
+    def _answer(self, send_body: bool) -> None:
+        response = self.site.response(unquote(urlsplit(self.path).path))
+        self.log.record(
+            AccessRecord(
+                self.command, self.path, response.status, self.headers.get("User-Agent", "")
+            )
+        )
+        try:
+            self.send_response(response.status)
+            for name, value in response.headers:
+                self.send_header(name, value)
+            self.end_headers()
+            if send_body:
+                self._write_body(response)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            self.close_connection = True
+
+    def _write_body(self, response: Response) -> None:
+        if response.trickle_seconds <= 0:
+            self.wfile.write(response.body)
+            return
+        body, pause = response.body, response.trickle_seconds / TRICKLE_CHUNKS
+        step = -(-len(body) // TRICKLE_CHUNKS)
+        for start in range(0, len(body), step):
+            time.sleep(pause)
+            self.wfile.write(body[start : start + step])
+            self.wfile.flush()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet server
+        pass
