@@ -8,8 +8,10 @@ combinations. Files written to ``out_dir`` (plus ``_manifest.json``, written las
 - ``retrieval.parquet``: ``image``, ``captions`` (list of 5 phrasings), attribute columns
 - ``zeroshot_text.parquet``: ``text`` (a news-like sentence), ``label`` (topic name)
 - ``vqa.parquet``: ``image``, ``question``, ``choices`` (4 strings), ``answer`` (index),
-  ``attribute`` (what the question asks about), attribute columns
-- ``classes.json``: class names per set (``zeroshot_images``, ``zeroshot_text``) and prompt templates
+  ``attribute`` (what the question asks about), ``split`` (train/test, alternating),
+  attribute columns
+- ``classes.json``: ``{set name: {"classes": [...], "templates": [...]}}`` for
+  ``zeroshot_images`` (object names, prompt templates) and ``zeroshot_text`` (topic names)
 """
 
 from __future__ import annotations
@@ -81,9 +83,11 @@ def write_eval_sets(
     paths["classes"].write_text(
         json.dumps(
             {
-                "zeroshot_images": list(vocab.OBJECTS),
-                "zeroshot_text": list(vocab.TOPICS),
-                "prompt_templates": list(PROMPT_TEMPLATES),
+                "zeroshot_images": {
+                    "classes": list(vocab.OBJECTS),
+                    "templates": list(PROMPT_TEMPLATES),
+                },
+                "zeroshot_text": {"classes": list(vocab.TOPICS)},
             },
             indent=2,
         )
@@ -181,6 +185,7 @@ class _Generator:
                 "choices": (choices, pa.list_(pa.string())),
                 "answer": (answers, pa.int64()),
                 "attribute": (attributes, pa.string()),
+                "split": (["test" if i % 2 else "train" for i in range(n)], pa.string()),
             },
         )
 
