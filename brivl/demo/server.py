@@ -15,8 +15,6 @@ from urllib.parse import unquote, urlsplit
 
 from brivl.demo.site import DemoSite, Response
 
-TRICKLE_CHUNKS = 20
-
 
 class AccessRecord(NamedTuple):
     method: str
@@ -128,15 +126,16 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _write_body(self, response: Response) -> None:
-        if response.trickle_seconds <= 0:
-            self.wfile.write(response.body)
-            return
-        body, pause = response.body, response.trickle_seconds / TRICKLE_CHUNKS
-        step = -(-len(body) // TRICKLE_CHUNKS)
-        for start in range(0, len(body), step):
-            time.sleep(pause)
-            self.wfile.write(body[start : start + step])
+        """The body; a slow one sends half, stalls ``trickle_seconds``, then sends the rest,
+        so any client timeout below that (per read or in total) fires."""
+        body = response.body
+        if response.trickle_seconds > 0:
+            half = len(body) // 2
+            self.wfile.write(body[:half])
             self.wfile.flush()
+            time.sleep(response.trickle_seconds)
+            body = body[half:]
+        self.wfile.write(body)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet server
         pass

@@ -71,7 +71,7 @@ class DemoConfig:
 
     n_images: int = 3000  # <img> tags in total, faults included (robots section included)
     seed: int = 0
-    slow_seconds: float = 3.0  # how long a "slow" image body trickles
+    slow_seconds: float = 3.0  # a "slow" image body stalls this long half-way
     fault_fraction: float = 0.2  # share of images with a fault, spread over FAULT_KINDS
     crawl_delay: float | None = None  # a robots.txt Crawl-delay line when set
     min_side: int = 96  # clean pictures are min_side..max_side pixels per side
@@ -120,7 +120,8 @@ class Article:
 
 @dataclass(frozen=True)
 class Response:
-    """What the server sends for a path; ``trickle_seconds`` > 0 drips the body out slowly."""
+    """What the server sends for a path; ``trickle_seconds`` > 0: the body stalls that long
+    half-way (headers and the first half go out at once)."""
 
     status: int
     headers: tuple[tuple[str, str], ...]

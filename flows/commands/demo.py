@@ -16,7 +16,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=0, help="port (default 0: a free port)")
     serve.add_argument(
-        "--slow-seconds", type=float, default=3.0, help="how long a 'slow' image body trickles"
+        "--slow-seconds",
+        type=float,
+        default=3.0,
+        help="how long a 'slow' image body stalls half-way",
     )
     evals = sub.add_parser("eval-sets", help="write the held-out eval Parquet sets into OUT")
     evals.add_argument("out", help="output directory")
