@@ -1,0 +1,141 @@
+"""Algorithm 2 — text-to-image: optimise a generator's latent grid so its image matches a text.
+
+The image prior is a generator: anything with a latent shape, a seeded random initial
+latent and a differentiable ``decode`` (the paper uses VQGAN and notes any generator can
+replace it; :class:`brivl.interpret.vqgan.VQGenerator` is the one this pipeline trains). The
+pre-quantisation latent is optimised with Adam under the same augmentations and regularisers
+as Algorithm 1; with ``snap_to_codebook`` each step (and the result) goes through the
+generator's ``quantize`` with a straight-through gradient.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from brivl.interpret.common import (
+    AugmentConfig,
+    EmbeddingModel,
+    config_from_dict,
+    frozen,
+    optimise_input,
+    tensor_to_pil,
+)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """What Algorithm 2 needs of an image generator."""
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """Shape of one latent, without the batch dimension (e.g. ``(D, h, w)``)."""
+        ...
+
+    def init_latent(self, seed: int) -> torch.Tensor:
+        """A random starting latent ``[1, *latent_shape]``, the same for the same seed."""
+        ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """``[B, *latent_shape]`` -> images ``[B,3,H,W]`` in [0,1], differentiable."""
+        ...
+
+
+@dataclass
+class GenerateConfig:
+    """Everything that decides a text-to-image result (same config and seed => same image)."""
+
+    steps: int = 200  # Adam steps on the latent
+    size: int | None = None  # output side in pixels; None = the generator's image size
+    lr: float = 0.05  # Adam learning rate on the latent
+    seed: int = 0  # seeds the initial latent and every augmentation draw
+    snap_to_codebook: bool = False  # quantise (straight-through) when the generator can
+    latent_l2_weight: float = 0.0  # pull the latent towards its starting point
+    tv_weight: float = 0.0  # total-variation regulariser weight on the decoded image
+    l2_weight: float = 0.0  # L2 pull of the decoded image towards mid-grey
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels (or None), got {self.size}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GenerateConfig:
+        """From a plain (JSON) dict such as ``dataclasses.asdict`` produced."""
+        return config_from_dict(cls, data)
+
+
+@dataclass
+class GenerateResult:
+    """The generated image, its latent and how the similarity to the text evolved."""
+
+    image: Image.Image
+    trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
+    latent: torch.Tensor  # the optimised latent [1, *latent_shape]
+    text: str
+    config: GenerateConfig
+
+    @property
+    def initial_similarity(self) -> float:
+        return self.trace[0]
+
+    @property
+    def final_similarity(self) -> float:
+        return self.trace[-1]
+
+
+def generate(
+    model: EmbeddingModel,
+    generator: Generator,
+    text: str,
+    config: GenerateConfig | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> GenerateResult:
+    """Optimise ``generator``'s latent so the frozen model embeds its image close to ``text``."""
+    config = config or GenerateConfig()
+    quantize = getattr(generator, "quantize", None) if config.snap_to_codebook else None
+    if config.snap_to_codebook and quantize is None:
+        raise ValueError(
+            f"snap_to_codebook=True but {type(generator).__name__} has no quantize(latent)"
+        )
+    rng = torch.Generator().manual_seed(config.seed)
+    start = generator.init_latent(config.seed).detach()
+    latent = start.clone().requires_grad_(True)
+
+    def render() -> torch.Tensor:
+        code = quantize(latent) if quantize is not None else latent
+        image = generator.decode(code)  # [1,3,H,W]
+        if config.size and image.shape[-1] != config.size:
+            image = F.interpolate(
+                image, size=(config.size, config.size), mode="bicubic", align_corners=False
+            ).clamp(0, 1)
+        return image
+
+    def latent_penalty() -> torch.Tensor:
+        return config.latent_l2_weight * (latent - start).pow(2).mean()
+
+    context = (
+        frozen(generator) if isinstance(generator, torch.nn.Module) else contextlib.nullcontext()
+    )
+    with context:
+        result = optimise_input(
+            model,
+            text,
+            render,
+            [latent],
+            steps=config.steps,
+            lr=config.lr,
+            augment=config.augment,
+            tv_weight=config.tv_weight,
+            l2_weight=config.l2_weight,
+            generator=rng,
+            extra_loss=latent_penalty if config.latent_l2_weight else None,
+            on_step=on_step,
+        )
+    return GenerateResult(tensor_to_pil(result.image), result.trace, latent.detach(), text, config)

@@ -1,0 +1,105 @@
+"""Algorithm 1 — neural-network visualisation: the image a frozen model "imagines" for a text.
+
+Optimise an image parameterisation (see :mod:`brivl.interpret.params`) with Adam so that
+its embedding under the model's image tower moves towards the text's embedding, under
+random augmentations and total-variation / L2 regularisers (:mod:`brivl.interpret.common`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from PIL import Image
+
+from brivl.interpret.common import (
+    AugmentConfig,
+    EmbeddingModel,
+    config_from_dict,
+    model_image_size,
+    optimise_input,
+    tensor_to_pil,
+)
+from brivl.interpret.params import PARAM_KINDS, make_image_param
+
+
+@dataclass
+class VisualizeConfig:
+    """Everything that decides the visualisation (same config and seed => same image)."""
+
+    steps: int = 256  # Adam steps
+    size: int | None = None  # output side in pixels; None = the model's input size
+    lr: float = 0.05  # Adam learning rate on the parameterisation
+    seed: int = 0  # seeds the initial image and every augmentation draw
+    param: str = "fourier"  # image parameterisation: fourier | pixel
+    decorrelate: bool = True  # optimise in a decorrelated colour space
+    fourier_decay: float = 1.0  # spectrum scaling 1/f**decay (fourier only)
+    init_sd: float = 0.01  # std of the random initial parameters
+    tv_weight: float = 0.05  # total-variation regulariser weight
+    l2_weight: float = 0.0  # L2 pull towards mid-grey
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.param not in PARAM_KINDS:
+            raise ValueError(f"param {self.param!r}; accepted: {', '.join(PARAM_KINDS)}")
+        if self.size is not None and self.size < 8:
+            raise ValueError(f"size must be >= 8 pixels (or None), got {self.size}")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> VisualizeConfig:
+        """From a plain (JSON) dict such as ``dataclasses.asdict`` produced."""
+        return config_from_dict(cls, data)
+
+
+@dataclass
+class VisualizeResult:
+    """The visualisation and how the similarity to the text evolved."""
+
+    image: Image.Image
+    trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
+    text: str
+    config: VisualizeConfig
+
+    @property
+    def initial_similarity(self) -> float:
+        return self.trace[0]
+
+    @property
+    def final_similarity(self) -> float:
+        return self.trace[-1]
+
+
+def visualize(
+    model: EmbeddingModel,
+    text: str,
+    config: VisualizeConfig | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> VisualizeResult:
+    """Optimise an image so the frozen model embeds it close to ``text``."""
+    config = config or VisualizeConfig()
+    size = config.size or model_image_size(model)
+    generator = torch.Generator().manual_seed(config.seed)
+    image_param = make_image_param(
+        config.param,
+        size,
+        generator=generator,
+        init_sd=config.init_sd,
+        decay=config.fourier_decay,
+        decorrelate=config.decorrelate,
+    )
+    result = optimise_input(
+        model,
+        text,
+        image_param,
+        list(image_param.parameters()),
+        steps=config.steps,
+        lr=config.lr,
+        augment=config.augment,
+        tv_weight=config.tv_weight,
+        l2_weight=config.l2_weight,
+        generator=generator,
+        on_step=on_step,
+    )
+    return VisualizeResult(tensor_to_pil(result.image), result.trace, text, config)

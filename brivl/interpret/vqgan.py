@@ -1,0 +1,415 @@
+"""A small VQGAN-style generator trained on the corpus images (the image prior of Algorithm 2).
+
+Convolutional encoder -> latent grid ``z`` ``[B,D,h,w]`` -> nearest codebook vector per cell
+(straight-through gradient, codebook + commitment loss, van den Oord et al. 2017) ->
+convolutional decoder -> sigmoid -> image in [0,1]. Trained with L1 + a perceptual-style
+feature loss (distances between the features a small *fixed* random conv net extracts, which
+rewards matching local structure rather than exact pixels) and, optionally, a hinge-loss
+patch discriminator (Esser et al., "Taming Transformers", 2021).
+
+Saved as ``generator.safetensors`` + ``generator.json`` (the config travels with the
+weights, so the directory alone rebuilds the generator).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from brivl.interpret.common import config_from_dict, pil_to_tensor
+from brivl.report import progress
+
+WEIGHTS_NAME = "generator.safetensors"
+CONFIG_NAME = "generator.json"
+PERCEPTUAL_KINDS = ("random", "none")
+
+Report = Callable[[int, dict[str, float]], None]
+
+
+@dataclass
+class GeneratorConfig:
+    """Architecture and training of the VQ generator."""
+
+    image_size: int = 64  # training crops and decoded images are this square size
+    channels: int = 32  # base width of encoder and decoder
+    channel_mult: tuple[int, ...] = (1, 2, 2)  # width per level; downsampling 2**(levels-1)
+    res_blocks: int = 1  # residual blocks per level
+    latent_dim: int = 16  # D: channels of the latent grid and of each code
+    codebook_size: int = 256  # K: number of codes
+    beta: float = 0.25  # commitment loss weight
+    steps: int = 1000  # optimiser steps
+    batch_size: int = 16
+    lr: float = 2e-4
+    l1_weight: float = 1.0
+    perceptual_weight: float = 0.1
+    perceptual: str = "random"  # feature net for the perceptual loss: random | none
+    adversarial_weight: float = 0.0  # 0 = no discriminator
+    adversarial_start: int = 0  # step at which the adversarial loss switches on
+    max_images: int = 10_000  # images kept in memory for training
+    flip: bool = True  # random horizontal flips of training images
+    seed: int = 0
+    log_every: int = 25  # report metrics every this many steps
+
+    def __post_init__(self) -> None:
+        self.channel_mult = tuple(int(m) for m in self.channel_mult)
+        if self.image_size % self.downsample:
+            raise ValueError(
+                f"image_size {self.image_size} must be divisible by the downsampling factor "
+                f"{self.downsample} (2 ** (len(channel_mult) - 1))"
+            )
+        if self.perceptual not in PERCEPTUAL_KINDS:
+            raise ValueError(
+                f"perceptual {self.perceptual!r}; accepted: {', '.join(PERCEPTUAL_KINDS)}"
+            )
+
+    @property
+    def downsample(self) -> int:
+        return 2 ** (len(self.channel_mult) - 1)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> GeneratorConfig:
+        return config_from_dict(cls, data)
+
+
+def _norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(channels, 8), channels)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            _norm(c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1),
+            _norm(c_out), nn.SiLU(), nn.Conv2d(c_out, c_out, 3, padding=1),
+        )  # fmt: skip
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.skip(x) + self.body(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        widths = [cfg.channels * m for m in cfg.channel_mult]
+        layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
+        c = widths[0]
+        for level, width in enumerate(widths):
+            for _ in range(cfg.res_blocks):
+                layers.append(ResBlock(c, width))
+                c = width
+            if level < len(widths) - 1:
+                layers.append(nn.Conv2d(c, c, 3, stride=2, padding=1))  # halve h, w
+        layers += [ResBlock(c, c), _norm(c), nn.SiLU(), nn.Conv2d(c, cfg.latent_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # [B,3,H,W] -> [B,D,H/f,W/f]
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: GeneratorConfig) -> None:
+        super().__init__()
+        widths = [cfg.channels * m for m in cfg.channel_mult][::-1]
+        c = widths[0]
+        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, c, 3, padding=1), ResBlock(c, c)]
+        for level, width in enumerate(widths):
+            for _ in range(cfg.res_blocks):
+                layers.append(ResBlock(c, width))
+                c = width
+            if level < len(widths) - 1:
+                layers += [
+                    nn.Upsample(scale_factor=2, mode="nearest"),
+                    nn.Conv2d(c, c, 3, padding=1),
+                ]
+        layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)  # [B,D,h,w] -> [B,3,h*f,w*f] logits
+
+
+class Codebook(nn.Module):
+    """K codes of dimension D; nearest-code quantisation with a straight-through gradient."""
+
+    def __init__(self, size: int, dim: int, beta: float) -> None:
+        super().__init__()
+        self.beta = beta
+        self.embedding = nn.Embedding(size, dim)
+        nn.init.uniform_(self.embedding.weight, -1.0 / size, 1.0 / size)
+        self.register_buffer("usage", torch.zeros(size))  # how often each code was chosen
+
+    def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z`` [B,D,h,w] -> (straight-through quantised z, VQ loss, code indices [B,h,w])."""
+        b, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)  # [B*h*w, D]
+        codes = self.embedding.weight  # [K, D]
+        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.T + codes.pow(2).sum(1)
+        index = dist.argmin(1)  # [B*h*w]
+        zq = codes[index].view(b, h, w, d).permute(0, 3, 1, 2)  # [B,D,h,w]
+        loss = F.mse_loss(zq, z.detach()) + self.beta * F.mse_loss(z, zq.detach())
+        return z + (zq - z).detach(), loss, index.view(b, h, w)
+
+
+class VQGenerator(nn.Module):
+    """Encoder + codebook + decoder; implements the :class:`Generator` interface."""
+
+    kind = "vqgan"
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.codebook = Codebook(config.codebook_size, config.latent_dim, config.beta)
+        self.decoder = Decoder(config)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        side = self.config.image_size // self.config.downsample
+        return (self.config.latent_dim, side, side)
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [0,1] -> pre-quantisation latent grid ``[B,D,h,w]``."""
+        return self.encoder(images * 2 - 1)
+
+    def quantize(self, latent: torch.Tensor) -> torch.Tensor:
+        """Snap every cell to its nearest code (straight-through: gradients reach ``latent``)."""
+        return self.codebook(latent)[0]
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Latent grid ``[B,D,h,w]`` -> images ``[B,3,H,W]`` in [0,1]."""
+        return torch.sigmoid(self.decoder(latent))
+
+    def reconstruct(self, images: torch.Tensor) -> torch.Tensor:
+        """Encode, quantise, decode."""
+        return self.decode(self.quantize(self.encode(images)))
+
+    @torch.no_grad()
+    def init_latent(self, seed: int) -> torch.Tensor:
+        """A random latent ``[1,D,h,w]``: codes drawn i.i.d., weighted by training usage."""
+        generator = torch.Generator().manual_seed(seed)
+        weights = self.codebook.usage + 1e-3 * self.codebook.usage.sum().clamp(min=1.0)
+        _, h, w = self.latent_shape
+        index = torch.multinomial(weights, h * w, replacement=True, generator=generator)
+        codes = self.codebook.embedding.weight[index]  # [h*w, D]
+        return codes.T.reshape(1, -1, h, w).clone()
+
+
+class FeatureNet(nn.Module):
+    """A fixed random conv net whose activations define the perceptual-style loss."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.stages = nn.ModuleList(
+                [
+                    nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()),
+                    nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()),
+                    nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()),
+                ]
+            )
+        self.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats, h = [], x * 2 - 1
+        for stage in self.stages:
+            h = stage(h)
+            feats.append(h)
+        return feats
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Mean over stages of the squared distance of channel-normalised features."""
+        total = a.new_zeros(())
+        for fa, fb in zip(self(a), self(b), strict=True):
+            fa = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+            fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
+            total = total + (fa - fb).pow(2).sum(1).mean()
+        return total / len(self.stages)
+
+
+class PatchDiscriminator(nn.Module):
+    """PatchGAN: one real/fake logit per receptive-field patch."""
+
+    def __init__(self, channels: int = 32) -> None:
+        super().__init__()
+        c = channels
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 4, stride=2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(c, 2 * c, 4, stride=2, padding=1), _norm(2 * c), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * c, 1, 4, padding=1),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2 - 1)
+
+
+def prepare_image(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:
+    """Resize (shorter side) and centre-crop to ``size`` -> ``[3,size,size]`` uint8."""
+    if isinstance(image, torch.Tensor):
+        image = Image.fromarray(image.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy())
+    image = image.convert("RGB")
+    scale = size / min(image.size)
+    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+    image = image.resize((w, h), Image.BICUBIC)
+    left, top = (w - size) // 2, (h - size) // 2
+    image = image.crop((left, top, left + size, top + size))
+    return pil_to_tensor(image).mul(255).round().to(torch.uint8)
+
+
+def load_images(
+    images: Iterable[Image.Image | torch.Tensor], config: GeneratorConfig
+) -> torch.Tensor:
+    """Up to ``config.max_images`` training images as one ``[N,3,S,S]`` uint8 tensor."""
+    kept: list[torch.Tensor] = []
+    for image in images:
+        kept.append(prepare_image(image, config.image_size))
+        if len(kept) >= config.max_images:
+            break
+    if not kept:
+        raise ValueError("train_generator: the image iterable yielded no images")
+    return torch.stack(kept)
+
+
+def train_generator(
+    images: Iterable[Image.Image | torch.Tensor],
+    config: GeneratorConfig | None = None,
+    report: Report | None = None,
+) -> VQGenerator:
+    """Train a :class:`VQGenerator` on ``images``; ``report(step, metrics)`` every log_every steps.
+
+    Metrics: ``l1`` (reconstruction), ``perceptual``, ``vq`` (codebook + commitment),
+    ``adv_g`` / ``adv_d`` (when the discriminator is on), ``codes_used`` (distinct codes in
+    the batch) and ``loss`` (the generator's total).
+    """
+    config = config or GeneratorConfig()
+    data = load_images(images, config)  # [N,3,S,S] uint8
+    generator = torch.Generator().manual_seed(config.seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = VQGenerator(config)
+        disc = PatchDiscriminator() if config.adversarial_weight > 0 else None
+    features = FeatureNet(config.seed + 1) if config.perceptual == "random" else None
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
+    opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.9)) if disc else None
+    model.train()
+    _init_codebook_from_data(model, _batch(data, config, generator), generator)
+    with progress("train generator", config.steps) as advance:
+        for step in range(config.steps):
+            real = _batch(data, config, generator)  # [B,3,S,S] float in [0,1]
+            metrics = _generator_step(model, disc, features, opt, real, step, config)
+            if disc is not None and opt_d is not None and step >= config.adversarial_start:
+                metrics["adv_d"] = _discriminator_step(model, disc, opt_d, real)
+            if report is not None and (step % config.log_every == 0 or step == config.steps - 1):
+                report(step, metrics)
+            advance()
+    return model.eval()
+
+
+def _batch(data: torch.Tensor, config: GeneratorConfig, generator: torch.Generator) -> torch.Tensor:
+    index = torch.randint(len(data), (config.batch_size,), generator=generator)
+    batch = data[index].float().div(255)
+    if config.flip:
+        flip = torch.rand(config.batch_size, generator=generator) < 0.5
+        batch[flip] = batch[flip].flip(-1)
+    return batch
+
+
+@torch.no_grad()
+def _init_codebook_from_data(
+    model: VQGenerator, batch: torch.Tensor, generator: torch.Generator
+) -> None:
+    """Start the codes at encoder outputs of real images, so that no code starts dead."""
+    latent = model.encode(batch)
+    flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])  # [N, D]
+    k = model.codebook.embedding.weight.shape[0]
+    pick = torch.randint(len(flat), (k,), generator=generator)
+    jitter = 0.01 * flat.std() * torch.randn(k, flat.shape[1], generator=generator)
+    model.codebook.embedding.weight.copy_(flat[pick] + jitter)
+
+
+def _generator_step(
+    model: VQGenerator,
+    disc: PatchDiscriminator | None,
+    features: FeatureNet | None,
+    opt: torch.optim.Optimizer,
+    real: torch.Tensor,
+    step: int,
+    config: GeneratorConfig,
+) -> dict[str, float]:
+    zq, vq_loss, index = model.codebook(model.encode(real))
+    fake = model.decode(zq)
+    l1 = (fake - real).abs().mean()
+    loss = config.l1_weight * l1 + vq_loss
+    metrics = {"l1": float(l1.detach()), "vq": float(vq_loss.detach())}
+    if features is not None and config.perceptual_weight:
+        perceptual = features.distance(fake, real)
+        loss = loss + config.perceptual_weight * perceptual
+        metrics["perceptual"] = float(perceptual.detach())
+    if disc is not None and step >= config.adversarial_start:
+        adv = -disc(fake).mean()
+        loss = loss + config.adversarial_weight * adv
+        metrics["adv_g"] = float(adv.detach())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    with torch.no_grad():
+        model.codebook.usage += torch.bincount(index.flatten(), minlength=len(model.codebook.usage))
+    metrics["loss"] = float(loss.detach())
+    metrics["codes_used"] = float(index.unique().numel())
+    return metrics
+
+
+def _discriminator_step(
+    model: VQGenerator, disc: PatchDiscriminator, opt_d: torch.optim.Optimizer, real: torch.Tensor
+) -> float:
+    with torch.no_grad():
+        fake = model.reconstruct(real)
+    loss = F.relu(1 - disc(real)).mean() + F.relu(1 + disc(fake)).mean()  # hinge
+    opt_d.zero_grad(set_to_none=True)
+    loss.backward()
+    opt_d.step()
+    return float(loss.detach())
+
+
+def save_generator(model: VQGenerator, out_dir: str | Path) -> Path:
+    """Write ``generator.safetensors`` and ``generator.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out_dir / WEIGHTS_NAME))
+    body = {"kind": model.kind, "config": asdict(model.config)}
+    (out_dir / CONFIG_NAME).write_text(json.dumps(body, indent=2, sort_keys=True))
+    return out_dir
+
+
+def load_generator(path: str | Path) -> VQGenerator:
+    """Rebuild a generator saved by :func:`save_generator` (in eval mode)."""
+    path = Path(path)
+    config_file, weights_file = path / CONFIG_NAME, path / WEIGHTS_NAME
+    for needed in (config_file, weights_file):
+        if not needed.is_file():
+            raise FileNotFoundError(
+                f"{path}: no {needed.name}; expected a directory written by save_generator "
+                "(the generator stage's output)"
+            )
+    body = json.loads(config_file.read_text())
+    if body.get("kind") != VQGenerator.kind:
+        raise ValueError(f"{config_file}: kind {body.get('kind')!r}; this code loads 'vqgan'")
+    model = VQGenerator(GeneratorConfig.from_dict(body["config"]))
+    model.load_state_dict(load_file(str(weights_file)))
+    return model.eval()
