@@ -12,11 +12,11 @@ CAPTION_FIELDS = ("alt", "figcaption", "title", "surrounding")
 class CaptionPolicy:
     """How the training caption is chosen from an image's texts: the first field in
     ``priority`` whose text has at least ``min_chars`` characters; else the longest
-    non-empty one; cut at ``max_chars``."""
+    non-empty one; cut at ``max_chars`` (0: no cut — judging length is the filter's job)."""
 
     priority: tuple[str, ...] = ("alt", "figcaption", "title", "surrounding")
     min_chars: int = 5
-    max_chars: int = 1000
+    max_chars: int = 0
 
     def __post_init__(self) -> None:
         self.priority = tuple(self.priority)
@@ -31,10 +31,13 @@ class CaptionPolicy:
         for name in self.priority:
             text = texts.get(name) or ""
             if len(text) >= self.min_chars:
-                return text[: self.max_chars], name
+                return self._cut(text), name
         present = [(len(texts.get(n) or ""), -i, n) for i, n in enumerate(self.priority)]
         length, _, name = max(present, default=(0, 0, ""))
-        return ((texts[name] or "")[: self.max_chars], name) if length else ("", "")
+        return (self._cut(texts[name] or ""), name) if length else ("", "")
+
+    def _cut(self, text: str) -> str:
+        return text[: self.max_chars] if self.max_chars > 0 else text
 
 
 @dataclass
@@ -74,8 +77,9 @@ class CrawlConfig:
     """Apply the SSRF guard to image URLs too (``decision = "ssrf_blocked"``)."""
     surrounding_paragraphs: int = 1
     """Paragraphs taken before and after an image's figure as its surrounding text."""
-    max_text_chars: int = 2000
-    """Cut for each text field (alt, title, figcaption, surrounding)."""
+    max_text_chars: int = 10_000
+    """Cut for each text field (alt, title, figcaption, surrounding); generous, so that the
+    filter stage still sees overlong texts."""
     caption: CaptionPolicy = field(default_factory=CaptionPolicy)
     """How the caption is chosen."""
     rows_per_part: int = 100_000

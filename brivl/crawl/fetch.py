@@ -168,7 +168,7 @@ class Fetcher:
                 if declared > self.max_bytes:
                     return self._fail(url, current, start, "too_large", f"{declared} bytes", out)
                 chunks, size = [], 0
-                for chunk in resp.iter_content(65536):
+                while chunk := resp.raw.read1(65536, decode_content=True):
                     size += len(chunk)
                     if size > self.max_bytes:
                         return self._fail(

@@ -117,7 +117,7 @@ def parse_page(
     *,
     user_agent_token: str = "",
     surrounding_paragraphs: int = 1,
-    max_text_chars: int = 2000,
+    max_text_chars: int = 10_000,
 ) -> ParsedPage:
     """Links, images (with alt/title/figcaption/surrounding text) and robots meta directives."""
     tree = LexborHTMLParser(html)

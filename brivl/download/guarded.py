@@ -1,0 +1,241 @@
+"""img2dataset's downloader with brivl's guards, run inside img2dataset's worker processes.
+
+img2dataset fetches with ``urllib`` and decodes with OpenCV. :class:`GuardedDownloader`
+(a subclass of img2dataset's ``Downloader``) adds, in each worker process:
+
+- a urllib opener whose request hook checks *every* request and redirect hop against the
+  SSRF guard and robots.txt before it is sent (refusals become error messages carrying
+  ``brivl-guard:<reason>``), which bounds each body's total transfer time and size, and
+  which ignores environment proxies;
+- an image sniffer in front of the resizer that reads only the image header: bodies that
+  are no image, images whose header declares more than ``max_image_pixels`` pixels
+  (decompression bombs) and images that fail to decode after a good header (truncated)
+  get distinct error messages instead of img2dataset's one "Image decoding error".
+
+:func:`guarded_img2dataset` makes ``img2dataset.download`` build this class for the
+duration of one call (img2dataset has no hook for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import os
+import signal
+import threading
+import time
+import types
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from img2dataset.downloader import Downloader
+from PIL import Image, UnidentifiedImageError
+
+from brivl.crawl.fetch import Fetcher
+from brivl.crawl.guard import AddressGuard, BlockedURL
+from brivl.crawl.robots import RobotsCache, RobotsFile
+from brivl.download import reasons
+
+
+@dataclass(frozen=True)
+class GuardSettings:
+    """What the worker processes need to guard their requests (picklable)."""
+
+    allow_cidrs: tuple[str, ...] = ()
+    robots_token: str = "brivl"
+    robots_user_agent: str = "brivl-crawler/0.1"
+    robots: dict[str, tuple[int, str]] = field(default_factory=dict)
+    """robots.txt already fetched by the parent, by origin: ``(status, text)``."""
+    max_image_pixels: int = 89_478_485
+    sniff_images: bool = True
+    timeout_s: float = 10.0
+    max_image_bytes: int = 50_000_000
+
+
+class GuardHandler(urllib.request.BaseHandler):
+    """urllib request hook: SSRF guard and robots.txt before every request and redirect."""
+
+    handler_order = 100  # before everything else
+
+    def __init__(self, settings: GuardSettings) -> None:
+        self.guard = AddressGuard(settings.allow_cidrs)
+        fetcher = Fetcher(self.guard, settings.robots_user_agent, timeout_s=settings.timeout_s)
+        self.robots = RobotsCache(fetcher.fetch_robots, settings.robots_token)
+        for site, (status, text) in settings.robots.items():
+            self.robots.preload(site, RobotsFile(status, text))
+
+    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+        url = request.full_url
+        try:
+            self.guard.check(url)
+        except BlockedURL as exc:
+            raise urllib.error.URLError(
+                f"{reasons.GUARD_MARKER}{exc.reason}: {exc.detail}"
+            ) from None
+        if not self.robots.allowed(url):
+            raise urllib.error.URLError(
+                f"{reasons.GUARD_MARKER}{reasons.ROBOTS_DISALLOWED}: {url} disallowed by robots.txt"
+            )
+        return request
+
+    https_request = http_request
+
+
+class BodyLimitHandler(urllib.request.BaseHandler):
+    """urllib response hook: bounds a 2xx body's total transfer time and size.
+
+    img2dataset's ``timeout`` is a socket timeout, which a body trickling in small pieces
+    never trips; this makes it a deadline for the whole body too.
+    """
+
+    handler_order = 2000  # after HTTPErrorProcessor: only successful responses get here
+
+    def __init__(self, settings: GuardSettings) -> None:
+        self.deadline_s = settings.timeout_s
+        self.max_bytes = settings.max_image_bytes
+
+    def http_response(self, request: urllib.request.Request, response: Any) -> Any:
+        if isinstance(response, LimitedResponse):
+            return response  # a redirect's final response, already wrapped
+        return LimitedResponse(response, self.deadline_s, self.max_bytes)
+
+    https_response = http_response
+
+
+class LimitedResponse:
+    """A urllib response whose ``read()`` stops at a deadline or a size cap."""
+
+    def __init__(self, response: Any, deadline_s: float, max_bytes: int) -> None:
+        self._response = response
+        self._deadline = time.monotonic() + deadline_s
+        self._deadline_s = deadline_s
+        self._max_bytes = max_bytes
+
+    def read(self, amt: int | None = None) -> bytes:
+        chunks, size = [], 0
+        while amt is None or size < amt:
+            if time.monotonic() > self._deadline:
+                raise TimeoutError(f"body transfer timed out: over {self._deadline_s:g} s")
+            chunk = self._response.read1(65536 if amt is None else min(65536, amt - size))
+            if not chunk:
+                break
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise ValueError(f"image body too large: over {self._max_bytes} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._response, name)
+
+    def __enter__(self) -> LimitedResponse:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._response.close()
+
+
+_installed: dict[int, GuardSettings] = {}
+
+
+def install_opener(settings: GuardSettings) -> None:
+    """Make ``urllib.request.urlopen`` in this process use the guard (once per settings)."""
+    if _installed.get(os.getpid()) == settings:
+        return
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), GuardHandler(settings), BodyLimitHandler(settings)
+    )
+    urllib.request.install_opener(opener)
+    _installed[os.getpid()] = settings
+
+
+class SniffingResizer:
+    """Reads the image header before img2dataset's resizer decodes the image."""
+
+    def __init__(self, inner: Any, max_pixels: int) -> None:
+        self.inner = inner
+        self.max_pixels = max_pixels
+
+    def __call__(self, img_stream: io.BytesIO, blurring_bbox_list: Any = None) -> tuple:
+        def fail(message: str) -> tuple:
+            return None, None, None, None, None, message
+
+        img_stream.seek(0)
+        head = img_stream.read(16)
+        img_stream.seek(0)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(img_stream) as image:
+                    width, height, kind = image.width, image.height, image.format
+        except Image.DecompressionBombError as exc:
+            return fail(f"{reasons.SNIFF_BOMB}: {exc}")
+        except UnidentifiedImageError:
+            return fail(f"{reasons.SNIFF_NOT_IMAGE}: body starts with {head!r}")
+        except Exception as exc:  # noqa: BLE001 - a broken header is a per-sample failure
+            return fail(f"{reasons.SNIFF_TRUNCATED} image header: {exc}")
+        if width * height > self.max_pixels:
+            return fail(
+                f"{reasons.SNIFF_BOMB}: header declares {width}x{height} = {width * height} "
+                f"pixels, over the limit {self.max_pixels}"
+            )
+        img_stream.seek(0)
+        out = self.inner(img_stream, blurring_bbox_list)
+        if out[-1] == "Image decoding error":
+            return fail(
+                f"{reasons.SNIFF_TRUNCATED} or corrupt {kind} data ({width}x{height} header)"
+            )
+        return out
+
+
+_active: GuardSettings | None = None
+_patch_lock = threading.Lock()
+
+
+class GuardedDownloader(Downloader):
+    """img2dataset's Downloader, guarded (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if _active is None:
+            raise RuntimeError("GuardedDownloader is built by guarded_img2dataset() only")
+        self.guard_settings = _active
+        if _active.sniff_images:
+            self.resizer = SniffingResizer(self.resizer, _active.max_image_pixels)
+
+    def __call__(self, row: Any) -> Any:
+        install_opener(self.guard_settings)
+        return super().__call__(row)
+
+
+@contextlib.contextmanager
+def guarded_img2dataset(settings: GuardSettings) -> Iterator[None]:
+    """Within the block, ``img2dataset.download`` uses :class:`GuardedDownloader`.
+
+    One guarded download runs at a time per process. Off the main thread (e.g. inside a
+    Prefect worker thread) img2dataset's SIGINT handler is skipped, since only the main
+    thread may install signal handlers. OpenCV's pixel limit is set for the workers.
+    """
+    global _active
+    # ``img2dataset.main`` the attribute is the CLI function; the module is in sys.modules
+    i2d_main = importlib.import_module("img2dataset.main")
+
+    os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(settings.max_image_pixels))
+    with _patch_lock:
+        saved = i2d_main.Downloader, i2d_main.signal
+        _active = settings
+        i2d_main.Downloader = GuardedDownloader
+        if threading.current_thread() is not threading.main_thread():
+            i2d_main.signal = types.SimpleNamespace(
+                SIGINT=signal.SIGINT, signal=lambda *_args, **_kw: None
+            )
+        try:
+            yield
+        finally:
+            i2d_main.Downloader, i2d_main.signal = saved
+            _active = None

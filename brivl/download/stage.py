@@ -1,0 +1,281 @@
+"""The download stage: allowed crawl candidates → img2dataset shards + rejected rows.
+
+Layout of the output directory::
+
+    00000.parquet, 00000_stats.json, ...   img2dataset's shards (one row per attempted
+                                           candidate; ``status == "success"`` rows hold
+                                           the image) and its per-shard stats
+    rejected/part-00000.parquet            every candidate not downloaded, with a reason
+    _manifest.json                         written last
+
+Every candidate is either downloaded or rejected, so ``candidates == downloaded +
+rejected``. The stage resumes: rerun with the same ``out_dir`` after a kill and img2dataset
+(``incremental_mode="incremental"``) skips the shards whose stats file exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from brivl import manifest
+from brivl.crawl import candidates as cand
+from brivl.crawl.fetch import Fetcher
+from brivl.crawl.guard import AddressGuard
+from brivl.crawl.robots import ALLOWED, RobotsCache
+from brivl.download import reasons
+from brivl.download.config import DownloadConfig
+from brivl.download.guarded import GuardSettings, guarded_img2dataset
+
+STAGE = "download"
+REJECTED_DIR = "rejected"
+INPUT_FILE = ".img2dataset_input.parquet"  # hidden: scratch, removed when the stage is done
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("candidate_id", pa.string()),
+        ("image_url", pa.string()),
+        ("page_url", pa.string()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+ROBOTS_USER_AGENT = "brivl-crawler/0.1 (+https://github.com/brivl/brivl)"
+
+
+def precheck(
+    table: pa.Table, config: DownloadConfig
+) -> tuple[pa.Table, list[dict[str, Any]], dict[str, tuple[int, str]]]:
+    """Split candidates into (to download, rejected rows, robots.txt seen by origin).
+
+    A candidate is downloaded only when the crawl allowed it and, at download time, its
+    address passes the SSRF guard and (if ``recheck_robots``) robots.txt still allows it.
+    """
+    guard = AddressGuard(config.allow_cidrs)
+    fetcher = Fetcher(guard, ROBOTS_USER_AGENT, timeout_s=config.timeout_s)
+    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_token)
+    rows = table.to_pylist()
+    keep, rejected = [], []
+    for row in rows:
+        reason, detail = row["decision"], "crawl decision"
+        if reason == cand.ALLOWED:
+            if not guard.is_allowed(row["image_url"]):
+                reason, detail = reasons.SSRF_BLOCKED, "address refused at download time"
+            elif config.recheck_robots and robots.decision(row["image_url"]) != ALLOWED:
+                reason, detail = reasons.ROBOTS_DISALLOWED, "robots.txt at download time"
+        if reason == cand.ALLOWED:
+            keep.append(row)
+        else:
+            rejected.append(_rejected(row, reason, detail))
+    seen = {k: (v.status, v.text) for k, v in robots.snapshot().items()}
+    columns = ["candidate_id", "image_url", "page_url", "caption"]
+    to_download = pa.Table.from_pylist(
+        [{c: r[c] for c in columns} for r in keep],
+        schema=pa.schema([(c, pa.string()) for c in columns]),
+    )
+    return to_download, rejected, seen
+
+
+def _rejected(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
+    return {
+        "candidate_id": row["candidate_id"],
+        "image_url": row.get("image_url") or row.get("url"),
+        "page_url": row["page_url"],
+        "reason": reason,
+        "detail": (detail or "")[:500],
+    }
+
+
+def run_img2dataset(
+    input_file: Path,
+    out_dir: Path,
+    config: DownloadConfig,
+    settings: GuardSettings,
+    on_shard: Callable[[int], None] | None = None,
+) -> None:
+    """Call the real ``img2dataset.download`` on ``input_file`` (guarded)."""
+    import img2dataset
+
+    watcher = _ShardWatcher(out_dir, on_shard) if on_shard else None
+    with guarded_img2dataset(settings):
+        try:
+            if watcher:
+                watcher.start()
+            img2dataset.download(
+                url_list=str(input_file),
+                input_format="parquet",
+                url_col="image_url",
+                caption_col="caption",
+                save_additional_columns=["candidate_id", "page_url"],
+                output_folder=str(out_dir),
+                output_format=config.output_format,
+                image_size=config.image_size,
+                resize_mode=config.resize_mode,
+                resize_only_if_bigger=config.resize_only_if_bigger,
+                encode_format=config.encode_format,
+                encode_quality=config.encode_quality,
+                timeout=config.timeout_s,
+                retries=config.retries,
+                processes_count=config.processes_count,
+                thread_count=config.thread_count,
+                number_sample_per_shard=config.number_sample_per_shard,
+                distributor=config.distributor,
+                incremental_mode=config.incremental_mode,
+                user_agent_token=config.user_agent_token,
+                disallowed_header_directives=list(config.disallowed_header_directives),
+                min_image_size=config.min_image_size,
+                compute_hash=config.compute_hash,
+                extract_exif=False,
+                enable_wandb=False,
+            )
+        finally:
+            if watcher:
+                watcher.stop()
+
+
+class _ShardWatcher(threading.Thread):
+    """Reports finished shards (their ``*_stats.json`` appearing) for a progress bar."""
+
+    def __init__(self, out_dir: Path, on_shard: Callable[[int], None]) -> None:
+        super().__init__(daemon=True)
+        self.out_dir, self.on_shard = out_dir, on_shard
+        self._stop_event = threading.Event()
+        self._seen: set[str] = set()
+
+    def poll(self) -> None:
+        for path in self.out_dir.glob("*_stats.json"):
+            if path.name not in self._seen:
+                self._seen.add(path.name)
+                self.on_shard(1)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.5):
+            self.poll()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        self.join()
+        self.poll()
+
+
+def shard_files(out_dir: Path) -> list[Path]:
+    """img2dataset's per-shard metadata parquet files (``00000.parquet``, ...)."""
+    return sorted(p for p in out_dir.glob("[0-9]*.parquet"))
+
+
+def collect_results(
+    out_dir: Path, attempted: pa.Table
+) -> tuple[int, list[dict[str, Any]], dict[str, Any]]:
+    """(downloaded count, rejected rows, aggregated img2dataset stats) after the download."""
+    seen: set[str] = set()
+    downloaded = 0
+    rejected: list[dict[str, Any]] = []
+    for path in shard_files(out_dir):
+        table = pq.read_table(
+            path, columns=["candidate_id", "url", "page_url", "status", "error_message"]
+        )
+        ok = pc.equal(table["status"], "success")
+        downloaded += pc.sum(ok).as_py() or 0
+        seen.update(table["candidate_id"].to_pylist())
+        for row in table.filter(pc.invert(ok)).to_pylist():
+            reason = reasons.reason_of(row["error_message"])
+            rejected.append(_rejected(row, reason, row["error_message"]))
+    for row in attempted.to_pylist():
+        if row["candidate_id"] not in seen:
+            rejected.append(_rejected(row, reasons.MISSING, "shard failed; rerun to retry"))
+    return downloaded, rejected, aggregate_stats(out_dir)
+
+
+def aggregate_stats(out_dir: Path) -> dict[str, Any]:
+    """img2dataset's ``*_stats.json`` per shard, and their totals."""
+    import json
+
+    shards = {}
+    totals: Counter[str] = Counter()
+    status: Counter[str] = Counter()
+    for path in sorted(out_dir.glob("*_stats.json")):
+        stats = json.loads(path.read_text())
+        shards[path.name.split("_")[0]] = stats
+        for key in ("count", "successes", "failed_to_download", "failed_to_resize"):
+            totals[key] += int(stats.get(key, 0))
+        status.update(stats.get("status_dict", {}))
+    return {"shards": shards, "totals": dict(totals), "status_dict": dict(status)}
+
+
+def write_rejected(rows: list[dict[str, Any]], out_dir: Path) -> Path:
+    target = out_dir / REJECTED_DIR
+    target.mkdir(parents=True, exist_ok=True)
+    path = target / "part-00000.parquet"
+    rows = sorted(rows, key=lambda r: r["candidate_id"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA), path)
+    return path
+
+
+def run_download(
+    candidates_dir: str | Path,
+    config: DownloadConfig,
+    out_dir: str | Path,
+    *,
+    inputs: Sequence[str] | None = None,
+    code_version: str = "",
+    on_shard: Callable[[int], None] | None = None,
+    on_plan: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Download a crawl stage's candidates into ``out_dir``; return the manifest.
+
+    ``on_plan(n_shards)`` is called once the number of shards is known, ``on_shard(1)``
+    as each shard finishes (for progress bars).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # a manifest here is from an older run: img2dataset would misread it as a shard's stats
+    (out_dir / manifest.MANIFEST_NAME).unlink(missing_ok=True)
+    table = cand.read_candidates(candidates_dir)
+    to_download, rejected, robots_seen = precheck(table, config)
+    if on_plan:
+        on_plan(-(-to_download.num_rows // config.number_sample_per_shard))
+    if to_download.num_rows:
+        input_file = out_dir / INPUT_FILE
+        pq.write_table(to_download, input_file)
+        settings = GuardSettings(
+            allow_cidrs=config.allow_cidrs,
+            robots_token=config.user_agent_token,
+            robots_user_agent=ROBOTS_USER_AGENT,
+            robots=robots_seen,
+            max_image_pixels=config.max_image_pixels,
+            sniff_images=config.sniff_images,
+            timeout_s=config.timeout_s,
+            max_image_bytes=config.max_image_bytes,
+        )
+        run_img2dataset(input_file, out_dir, config, settings, on_shard)
+        downloaded, failed, stats = collect_results(out_dir, to_download)
+        input_file.unlink()
+    else:
+        downloaded, failed, stats = 0, [], aggregate_stats(out_dir)
+    rejected += failed
+    by_reason = Counter(r["reason"] for r in rejected)
+    write_rejected(rejected, out_dir)
+    counts = {
+        "candidates": table.num_rows,
+        "attempted": to_download.num_rows,
+        "downloaded": downloaded,
+        "rejected": len(rejected),
+        **{f"rejected:{k}": v for k, v in sorted(by_reason.items())},
+    }
+    if counts["candidates"] != downloaded + len(rejected):
+        raise RuntimeError(f"{out_dir}: download accounting does not add up: {counts}")
+    return manifest.write_manifest(
+        out_dir,
+        stage=STAGE,
+        config=config.to_dict(),
+        inputs=list(inputs if inputs is not None else [str(candidates_dir)]),
+        code_version=code_version,
+        row_counts=counts,
+        extra={"img2dataset": stats, "rejected_by_reason": dict(by_reason)},
+    )
