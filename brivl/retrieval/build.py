@@ -61,7 +61,9 @@ class IndexConfig:
     )
     max_index_memory_usage: str = "4G"  # autofaiss: hard cap on the index size
     current_memory_available: str = "8G"  # autofaiss: memory it may use while building
-    max_index_query_time_ms: float = 10.0  # autofaiss: target query time when tuning
+    # autofaiss tunes search parameters for the best recall within this query time; its
+    # default (10 ms) spends the whole latency budget in faiss (HNSW efSearch in the 1000s)
+    max_index_query_time_ms: float = 1.0
     nb_cores: int | None = None  # faiss threads while building; None: all cores
 
     @classmethod

@@ -16,6 +16,7 @@ image embeddings, ``"text"`` searches caption embeddings), ``num_images`` (k) an
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import threading
@@ -67,12 +68,44 @@ def indices_paths_file(index: str | Path) -> Path:
     return path
 
 
-def load_resources(index: str | Path, encoder: Encoder, **options: Any) -> dict[str, Any]:
+class ArrowMetadataProvider:
+    """clip_back's metadata-provider interface (``get(ids, cols) -> [dict]``) over the
+    ``metadata/*.parquet`` files held as one Arrow table.
+
+    clip_back's own ``ParquetMetadataProvider`` slices a pandas frame once per result row
+    (milliseconds per row: most of a query's time on a 100k index, see bench/serve.py), and
+    its Arrow provider needs Arrow IPC files instead of clip-retrieval's parquet layout.
+    """
+
+    def __init__(self, parquet_folder: str | Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        files = sorted(Path(parquet_folder).glob("*.parquet"))
+        if not files:
+            raise FileNotFoundError(f"{parquet_folder}: no metadata parquet files")
+        self.table = pa.concat_tables(pq.read_table(f) for f in files)
+
+    def get(self, ids: Any, cols: list[str] | None = None) -> list[dict[str, Any]]:
+        names = self.table.schema.names
+        cols = names if cols is None else [c for c in names if c in set(cols)]
+        rows = np.asarray(ids, dtype=np.int64)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.table.num_rows):
+            raise IndexError(
+                f"metadata ids must be in [0, {self.table.num_rows}), got {rows.tolist()}"
+            )
+        return self.table.select(cols).take(rows).to_pylist()
+
+
+def load_resources(
+    index: str | Path, encoder: Encoder, fast_metadata: bool = True, **options: Any
+) -> dict[str, Any]:
     """``{indice_name: clip_back.ClipResource}`` with our encoder as the query model.
 
     Mirrors ``clip_back.load_clip_indices`` (one ``load_clip_index`` per entry of
     ``indices_paths.json``) and resolves a folder that is relative, or that moved along with
-    the JSON, against the JSON's directory.
+    the JSON, against the JSON's directory. ``fast_metadata`` swaps clip_back's parquet
+    metadata provider for :class:`ArrowMetadataProvider` (same interface and results).
     """
     cb = clip_back()
     paths_file = indices_paths_file(index)
@@ -83,7 +116,12 @@ def load_resources(index: str | Path, encoder: Encoder, **options: Any) -> dict[
         for name, entry in entries.items():
             entry = {"indice_folder": entry} if isinstance(entry, str) else dict(entry)
             entry["indice_folder"] = str(_locate(entry["indice_folder"], paths_file.parent))
-            resources[name] = cb.load_clip_index(cb.dict_to_clip_options(entry, base))
+            opts = cb.dict_to_clip_options(entry, base)
+            resource = cb.load_clip_index(opts)
+            if fast_metadata and not (opts.use_arrow or opts.enable_hdf5):
+                provider = ArrowMetadataProvider(Path(opts.indice_folder) / "metadata")
+                resource = dataclasses.replace(resource, metadata_provider=provider)
+            resources[name] = resource
     return resources
 
 

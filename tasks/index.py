@@ -1,0 +1,82 @@
+"""The index stage: embed the shards with a model checkpoint and build the retrieval index.
+
+Its identity is (checkpoint identity, shard manifest hash, config, code version), so it
+reruns only when the model or the shards (or the index settings or code) change.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from brivl.env import apply_defaults
+
+apply_defaults()
+
+from prefect import task  # noqa: E402
+
+from brivl.manifest import write_manifest  # noqa: E402
+from brivl.retrieval.build import IndexConfig, build_retrieval_index, checkpoint_identity  # noqa: E402
+from tasks.stage import resolve_stage, stage_cache_key  # noqa: E402
+
+STAGE = "index"
+INDEX_CODE = ["brivl.retrieval", "brivl.inference", "brivl.model"]
+
+
+def model_identity(checkpoint: str) -> str:
+    """:func:`checkpoint_identity`, with a registry alias (``models:/name@alias``) pinned to
+    the version it points at now, so moving the alias rebuilds the index."""
+    checkpoint = str(checkpoint)
+    if checkpoint.startswith("models:/") and "@" in checkpoint:
+        from mlflow import MlflowClient
+
+        name, alias = checkpoint[len("models:/") :].split("@", 1)
+        version = MlflowClient().get_model_version_by_alias(name, alias)
+        return f"models:/{name}/{version.version}"
+    return checkpoint_identity(checkpoint)
+
+
+def _index_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """``stage_cache_key`` over the checkpoint's identity instead of its path."""
+    resolved = dict(
+        parameters,
+        checkpoint=model_identity(parameters["checkpoint"]),
+        config=IndexConfig.from_dict(parameters.get("config")).to_dict(),
+    )
+    return stage_cache_key(STAGE, INDEX_CODE, ["checkpoint", "shard_dir"])(context, resolved)
+
+
+@task(cache_key_fn=_index_cache_key, persist_result=True)
+def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | None = None) -> str:
+    """Embed the shards with the checkpoint, build clip-retrieval's index; return its directory."""
+    model_id = model_identity(checkpoint)
+    settings = IndexConfig.from_dict(config)
+    run = resolve_stage(STAGE, INDEX_CODE, [model_id, shard_dir], settings.to_dict(), out_dir)
+    if run.done:
+        return str(run.out_dir)
+    from brivl.inference import load
+
+    summary = build_retrieval_index(load(checkpoint), shard_dir, run.out_dir, settings)
+    write_manifest(
+        run.out_dir,
+        stage=STAGE,
+        config=settings.to_dict(),
+        inputs=run.inputs,
+        code_version=run.code_version,
+        row_counts={"indexed": summary["rows"], "rejected": summary["rejected"]},
+        extra={
+            "checkpoint": _portable(checkpoint),
+            "checkpoint_id": model_id,
+            "shard_dir": str(Path(shard_dir).resolve()),
+            "dim": summary["dim"],
+            "index_keys": summary["index_keys"],
+            "index_name": settings.index_name,
+        },
+    )
+    return str(run.out_dir)
+
+
+def _portable(checkpoint: str) -> str:
+    """A local checkpoint as an absolute path, a URI as given."""
+    path = Path(checkpoint).expanduser()
+    return str(path.resolve()) if path.exists() else checkpoint
