@@ -1,0 +1,87 @@
+"""brivl.inference: checkpoint directories and URIs -> encoders of images and texts."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brivl.inference import Encoder, load, resolve, uri_resolvers
+
+CAPTIONS = ["a red square", "a blue circle on white", "green triangle", "a photo of a dog"] * 3
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from brivl.model import create_model, save_checkpoint
+    from brivl.model.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    model = create_model(
+        "brivl-tiny", tokenizer=train_tokenizer(CAPTIONS, vocab_size=200, min_frequency=1)
+    )
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt"))
+
+
+def _images(n: int) -> list[bytes]:
+    out = []
+    for i in range(n):
+        buf = io.BytesIO()
+        Image.new("RGB", (40 + 7 * i, 32), (30 * i % 255, 90, 200 - 20 * i)).save(buf, "PNG")
+        out.append(buf.getvalue())
+    return out
+
+
+def test_checkpoint_directory_gives_normalised_float32(checkpoint: Path) -> None:
+    from brivl.model import load_checkpoint
+    from brivl.model.preprocess import load_images
+
+    enc = load(checkpoint, device="cpu")
+    assert isinstance(enc, Encoder) and enc.device.type == "cpu"
+    imgs, texts = _images(5), CAPTIONS[:4]
+    got_i, got_t = enc.encode_images(imgs, batch_size=2), enc.encode_texts(texts, batch_size=3)
+    assert got_i.dtype == np.float32 and got_i.shape == (5, enc.dim)
+    assert got_t.dtype == np.float32 and got_t.shape == (4, enc.dim)
+    np.testing.assert_allclose(np.linalg.norm(got_i, axis=1), 1, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got_t, axis=1), 1, atol=1e-5)
+    model = load_checkpoint(checkpoint).eval()
+    with torch.no_grad():
+        ref_i = model.encode_image(load_images(imgs, model.config.image_size)).numpy()
+        ref_t = model.encode_text(**model.tokenize(texts)).numpy()
+    assert np.abs(got_i - ref_i).max() < 1e-5
+    assert np.abs(got_t - ref_t).max() < 1e-5
+
+
+def test_batch_size_and_input_type_do_not_change_embeddings(checkpoint: Path) -> None:
+    enc = load(str(checkpoint))
+    imgs = _images(3)
+    pils = [Image.open(io.BytesIO(b)) for b in imgs]
+    one = enc.encode_images(imgs, batch_size=1)
+    assert np.abs(one - enc.encode_images(pils, batch_size=64)).max() < 1e-5
+    texts = ["a", "a much longer caption about a blue circle on white paper"]
+    assert np.abs(enc.encode_texts(texts, batch_size=1) - enc.encode_texts(texts)).max() < 1e-5
+    assert enc.encode_texts([]).shape == (0, enc.dim)
+    assert enc.encode_images([]).shape == (0, enc.dim)
+
+
+def test_bad_inputs_are_named(checkpoint: Path) -> None:
+    enc = load(checkpoint)
+    with pytest.raises(ValueError, match="image 1: cannot decode"):
+        enc.encode_images([_images(1)[0], b"not an image"])
+    with pytest.raises(TypeError, match="list of strings"):
+        enc.encode_texts("one string")
+
+
+def test_uri_schemes(checkpoint: Path) -> None:
+    assert resolve(f"file://{checkpoint}") == checkpoint
+    assert {"models", "runs"} <= set(uri_resolvers())  # registered by pyproject entry points
+    with pytest.raises(
+        ValueError, match=r"unknown URI scheme 's3'.*known schemes: file, models, runs"
+    ):
+        load("s3://bucket/model")
+    with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
+        load(checkpoint / "missing")
