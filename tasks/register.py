@@ -1,0 +1,386 @@
+"""Model registration: an MLflow pyfunc of the checkpoint, lineage tags, and a champion gate.
+
+``register_model`` logs the checkpoint as a pyfunc (input: a DataFrame with ``text`` and/or
+``image`` columns; output: ``text_embedding`` / ``image_embedding`` columns), registers a
+new version of ``model_name`` with lineage tags, then gates it: the new version takes the
+alias ``champion`` when its primary metric is >= the current champion's (or there is no
+champion), else ``challenger``. The decision is a version tag, run tags and a JSON artifact.
+
+``resolve_mlflow_uri`` turns ``models:/brivl@champion``, ``models:/brivl/3`` or
+``runs:/<id>/model`` into a local checkpoint directory; it is registered as the
+``brivl.uri_resolvers`` entry point for ``models`` and ``runs``, so
+``brivl.inference.load("models:/brivl@champion")`` works without brivl importing MLflow.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import warnings
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from prefect import task
+
+from brivl.env import project_home
+from brivl.fingerprint import file_sha256, stable_hash
+from tasks import tracking
+
+MODEL_NAME = "brivl"
+CHAMPION, CHALLENGER = "champion", "challenger"
+CHECKPOINT_ARTIFACT = "checkpoint"  # the pyfunc's artifact key (tasks/pyfunc_model.py)
+PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+TAG = "brivl."  # prefix of every tag this module writes
+# what the pyfunc needs at load time; other checkpoint files (optimizer state) stay out
+_CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "checkpoint.json")
+_LINEAGE_FILES = ("_manifest.json",)
+
+
+# -- the pyfunc ---------------------------------------------------------------------------
+def model_signature() -> Any:
+    """Input: optional ``text`` (string), ``image`` (binary); output: float array columns."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [ColSpec("string", "text", required=False), ColSpec("binary", "image", required=False)]
+        ),
+        outputs=Schema(
+            [
+                ColSpec(Array("float"), "text_embedding", required=False),
+                ColSpec(Array("float"), "image_embedding", required=False),
+            ]
+        ),
+        params=None,
+    )
+
+
+def _requirements() -> list[str]:
+    pins = []
+    for dist in ("torch", "numpy", "pandas", "pillow", "safetensors", "tokenizers", "mlflow"):
+        try:
+            pins.append(f"{dist}=={metadata.version(dist).split('+')[0]}")
+        except metadata.PackageNotFoundError:
+            pins.append(dist)
+    return pins
+
+
+# -- identities and lineage -----------------------------------------------------------------
+def checkpoint_identity(checkpoint_dir: str | Path) -> str:
+    """The checkpoint's manifest hash when it is a stage output, else a hash of its files."""
+    from brivl.manifest import ManifestError, read_manifest
+
+    directory = Path(checkpoint_dir)
+    try:
+        return read_manifest(directory)["hash"]
+    except ManifestError:
+        files = {
+            n: file_sha256(directory / n) for n in _CHECKPOINT_FILES if (directory / n).is_file()
+        }
+        if not files:
+            raise FileNotFoundError(f"{directory}: not a checkpoint directory") from None
+        return stable_hash(files)
+
+
+def git_commit() -> str:
+    """The repository's HEAD commit (with ``-dirty`` when the tree has changes), or ``""``."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return f"{sha}-dirty" if sha and dirty else sha
+
+
+def lineage_tags(
+    checkpoint_dir: str | Path, shards_dir: str | Path | None = None, **extra: Any
+) -> dict[str, str]:
+    """Tags naming where a model came from: checkpoint identity, its manifest's inputs and
+    code version, the shard manifest hash, the git commit; ``extra`` is added as is."""
+    from brivl.manifest import ManifestError, read_manifest
+
+    tags = {"checkpoint_id": checkpoint_identity(checkpoint_dir), "git_commit": git_commit()}
+    try:
+        body = read_manifest(checkpoint_dir)
+        tags["train_code_version"] = body.get("code_version", "")
+        tags["train_inputs"] = ",".join(body.get("inputs", []))
+    except ManifestError:
+        pass
+    if shards_dir:
+        body = read_manifest(shards_dir)
+        tags["shards_manifest_hash"] = body["hash"]
+        tags["shards_code_version"] = body.get("code_version", "")
+    tags.update({k: str(v) for k, v in extra.items()})
+    return tags
+
+
+def _slim_copy(checkpoint_dir: Path, into: Path) -> Path:
+    """The files inference needs (plus the lineage manifest), copied into ``into/checkpoint``."""
+    from brivl.model import is_checkpoint
+
+    if not is_checkpoint(checkpoint_dir):
+        raise FileNotFoundError(f"{checkpoint_dir}: not a complete BriVL checkpoint directory")
+    target = into / CHECKPOINT_ARTIFACT
+    target.mkdir(parents=True)
+    for name in _CHECKPOINT_FILES + _LINEAGE_FILES:
+        if (checkpoint_dir / name).is_file():
+            shutil.copy2(checkpoint_dir / name, target / name)
+    return target
+
+
+# -- the gate --------------------------------------------------------------------------------
+def _metric_tag(name: str) -> str:
+    return tracking.clean_key(f"{TAG}metric.{name}")
+
+
+def _champion(client: Any, model_name: str) -> Any | None:
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+def _version_metric(client: Any, version: Any, metric: str) -> float | None:
+    raw = version.tags.get(_metric_tag(metric))
+    if raw is None and version.run_id:  # registered elsewhere: read the run's metric
+        raw = client.get_run(version.run_id).data.metrics.get(tracking.clean_key(metric))
+    try:
+        value = float(raw) if raw is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def gate(
+    new_value: float | None, champion_value: float | None, has_champion: bool
+) -> tuple[str, str]:
+    """(alias, reason): ``champion`` when new >= champion's (or none), else ``challenger``."""
+    if new_value is None or not math.isfinite(new_value):
+        return CHALLENGER, "the new model has no finite value for the primary metric"
+    if not has_champion:
+        return CHAMPION, "there was no champion"
+    if champion_value is None:
+        return CHALLENGER, "the champion has no value for the primary metric; not comparable"
+    if new_value >= champion_value:
+        return CHAMPION, f"{new_value:.6g} >= champion's {champion_value:.6g}"
+    return CHALLENGER, f"{new_value:.6g} < champion's {champion_value:.6g}"
+
+
+def register_model(
+    checkpoint_dir: str | Path,
+    metrics: dict[str, float],
+    primary_metric: str,
+    lineage_tags: dict[str, Any],
+    model_name: str = MODEL_NAME,
+) -> dict[str, Any]:
+    """Log the checkpoint as a pyfunc, register a new version, gate it; see the module doc.
+
+    Logs into the active MLflow run, or opens a ``register`` stage run. Returns
+    ``{model_name, version, alias, decision, model_uri, alias_uri, run_id}``.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    tracking._mlflow()
+    client = mlflow.MlflowClient()
+    with _run_for_registration() as run:
+        tracking.log_metrics(metrics)
+        with tempfile.TemporaryDirectory(prefix="brivl-register-") as tmp:
+            artifact = _slim_copy(checkpoint_dir, Path(tmp))
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*input example.*")
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(PYFUNC_CODE),
+                    artifacts={CHECKPOINT_ARTIFACT: str(artifact)},
+                    signature=model_signature(),
+                    pip_requirements=_requirements(),
+                    registered_model_name=model_name,
+                    metadata={"checkpoint_id": str(lineage_tags.get("checkpoint_id", ""))},
+                )
+        version = str(info.registered_model_version)
+        value = metrics.get(primary_metric)
+        tags = {tracking.clean_key(f"{TAG}{k}"): str(v) for k, v in lineage_tags.items()}
+        tags.update({_metric_tag(k): repr(float(v)) for k, v in metrics.items()})
+        tags[f"{TAG}primary_metric"] = primary_metric
+        tags[f"{TAG}source_checkpoint"] = str(checkpoint_dir.resolve())
+        for key, tag_value in tags.items():
+            client.set_model_version_tag(model_name, version, key, tag_value)
+
+        current = _champion(client, model_name)
+        current_value = _version_metric(client, current, primary_metric) if current else None
+        alias, reason = gate(value, current_value, current is not None)
+        client.set_registered_model_alias(model_name, alias, version)
+        decision = {
+            "model_name": model_name,
+            "version": int(version),
+            "primary_metric": primary_metric,
+            "new_value": value,
+            "champion_version": int(current.version) if current else None,
+            "champion_value": current_value,
+            "outcome": alias,
+            "reason": reason,
+        }
+        client.set_model_version_tag(model_name, version, f"{TAG}gate", alias)
+        client.set_model_version_tag(model_name, version, f"{TAG}gate_reason", reason)
+        client.update_model_version(
+            model_name, version, description=f"gate: {alias} ({primary_metric}: {reason})"
+        )
+        mlflow.set_tags(
+            {
+                f"{TAG}gate.outcome": alias,
+                f"{TAG}gate.reason": reason,
+                f"{TAG}model_version": version,
+            }
+        )
+        tracking.log_json(decision, "gate_decision.json")
+        return {
+            "model_name": model_name,
+            "version": int(version),
+            "alias": alias,
+            "decision": decision,
+            "model_uri": f"models:/{model_name}/{version}",
+            "alias_uri": f"models:/{model_name}@{alias}",
+            "run_id": run.info.run_id,
+        }
+
+
+def _run_for_registration() -> Any:
+    tracking._mlflow()
+    if mlflow.active_run() is not None:
+        return contextlib.nullcontext(mlflow.active_run())
+    return tracking.stage_run("register")
+
+
+def find_version(checkpoint_id: str, model_name: str = MODEL_NAME) -> Any | None:
+    """The registered version carrying ``checkpoint_id`` as lineage, if any."""
+    tracking._mlflow()
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name = '{model_name}'")
+    except mlflow.exceptions.MlflowException:
+        return None
+    found = [v for v in versions if v.tags.get(f"{TAG}checkpoint_id") == checkpoint_id]
+    return max(found, key=lambda v: int(v.version)) if found else None
+
+
+# -- URI resolution (entry point of brivl.inference) -------------------------------------------
+def _canonical(uri: str) -> tuple[str, str]:
+    """(download URI, cache identity) for a ``models:/`` or ``runs:/`` URI."""
+    client = mlflow.MlflowClient()
+    if uri.startswith("models:/"):
+        rest = uri[len("models:/") :].strip("/")
+        if "@" in rest:
+            name, alias = rest.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        elif "/" in rest:
+            name, version = rest.split("/", 1)
+            mv = client.get_model_version(name, version) if version.isdigit() else None
+            if mv is None:
+                return uri, stable_hash(uri)
+        else:  # a logged-model id (models:/m-...)
+            return uri, stable_hash(uri)
+        canon = f"models:/{mv.name}/{mv.version}"
+        return canon, stable_hash([canon, mv.run_id, mv.creation_timestamp, mv.source])
+    if uri.startswith("runs:/"):
+        return uri, stable_hash(uri)
+    raise ValueError(
+        f"{uri!r}: not an MLflow model URI; accepted: models:/NAME@ALIAS, "
+        "models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/PATH"
+    )
+
+
+def _find_checkpoint(local: Path) -> Path:
+    from brivl.model import is_checkpoint
+
+    if is_checkpoint(local):
+        return local
+    mlmodel = local / "MLmodel"
+    if mlmodel.is_file():
+        import yaml
+
+        flavors = yaml.safe_load(mlmodel.read_text()).get("flavors", {})
+        artifacts = flavors.get("python_function", {}).get("artifacts", {}) or {}
+        rel = (artifacts.get(CHECKPOINT_ARTIFACT) or {}).get("path")
+        if rel and is_checkpoint(local / rel):
+            return local / rel
+    found = [p.parent for p in local.rglob("checkpoint.json") if is_checkpoint(p.parent)]
+    if len(found) == 1:
+        return found[0]
+    raise FileNotFoundError(f"{local}: no BriVL checkpoint inside the downloaded model")
+
+
+def resolve_mlflow_uri(uri: str) -> str:
+    """A local checkpoint directory for an MLflow model URI (downloaded once, then cached
+    under ``$BRIVL_HOME/model_cache`` by the resolved version)."""
+    tracking._mlflow()
+    download_uri, identity = _canonical(uri)
+    cache = project_home() / "model_cache" / identity[:24]
+    if cache.is_dir():
+        return str(_find_checkpoint(cache))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache.parent))
+    try:
+        mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=str(tmp))
+        _find_checkpoint(tmp)
+        os.replace(tmp, cache)
+    except OSError:
+        if not cache.is_dir():  # not a lost race with another process
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(_find_checkpoint(cache))
+
+
+# -- the Prefect task -------------------------------------------------------------------------
+@task(name="register")
+def register_task(
+    checkpoint_dir: str,
+    metrics: dict[str, float],
+    primary_metric: str,
+    shards_dir: str | None = None,
+    model_name: str = MODEL_NAME,
+    extra_tags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Register the checkpoint (once per checkpoint identity) and gate it; small dict back.
+
+    A checkpoint already registered under ``model_name`` is not registered again: its
+    version and current aliases are returned with ``decision.outcome == "already registered"``.
+    """
+    tags = lineage_tags(checkpoint_dir, shards_dir, **(extra_tags or {}))
+    existing = find_version(tags["checkpoint_id"], model_name)
+    if existing is not None:
+        version = int(existing.version)
+        alias = (existing.aliases or [existing.tags.get(f"{TAG}gate", "")])[0]
+        return {
+            "model_name": model_name,
+            "version": version,
+            "alias": alias,
+            "decision": {"outcome": "already registered", "version": version},
+            "model_uri": f"models:/{model_name}/{version}",
+            "alias_uri": f"models:/{model_name}@{alias}" if alias else "",
+            "run_id": existing.run_id,
+        }
+    with tracking.stage_run("register"):
+        tracking.log_flat_params(
+            {"model_name": model_name, "primary_metric": primary_metric, "lineage": tags}
+        )
+        result = register_model(checkpoint_dir, metrics, primary_metric, tags, model_name)
+    return json.loads(json.dumps(result, default=str))
