@@ -46,6 +46,7 @@ REJECTED = "rejected.parquet"
 METADATA_COLUMNS = ("key", "caption", "url", "split")
 REQUIRED_SHARD_COLUMNS = ("key", "image", "caption")
 MODALITIES = {"image": "img_emb", "text": "text_emb"}
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # what the encoder reads
 
 
 @dataclass
@@ -97,17 +98,21 @@ class Row:
 def checkpoint_identity(checkpoint: str | Path) -> str:
     """A stable identity of a model checkpoint, for cache keys and index manifests.
 
-    A stage directory: its manifest hash. Another local directory or file: a hash of its
-    files' checksums (so retraining into the same path is a new identity). Anything else
-    (a ``models:/name/version`` URI): the string itself.
+    A stage directory: its manifest hash. A BriVL checkpoint directory: a hash of the files
+    that define the encoder (weights, config, tokenizer; not optimizer state), so retraining
+    into the same path is a new identity. Another directory or a file: a hash of all its
+    files. Anything else (a ``models:/name/version`` URI): the string itself.
     """
     path = Path(str(checkpoint)).expanduser()
     if path.is_dir():
         if (path / MANIFEST_NAME).is_file():
             return read_manifest(path)["hash"]
+        wanted = (
+            [path / n for n in CHECKPOINT_FILES] if (path / "checkpoint.json").is_file() else None
+        )
         files = {
             str(p.relative_to(path)): file_sha256(p)
-            for p in sorted(path.rglob("*"))
+            for p in (wanted or sorted(path.rglob("*")))
             if p.is_file() and not p.name.startswith(".")
         }
         if not files:

@@ -20,6 +20,7 @@ import importlib
 import importlib.util
 import sys
 import types
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -52,7 +53,9 @@ def clip_retrieval_module(name: str) -> types.ModuleType:
     """Import ``clip_retrieval.<name>`` (e.g. ``"clip_back"``, ``"clip_index"``)."""
     _package_without_init()
     try:
-        return importlib.import_module(f"{PACKAGE}.{name}")
+        with warnings.catch_warnings():  # clip_back imports fire, which imports ``pipes``
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            return importlib.import_module(f"{PACKAGE}.{name}")
     except ModuleNotFoundError as exc:
         raise ClipRetrievalMissing(
             f"clip_retrieval.{name} needs the module {exc.name!r}, which is not installed; "
