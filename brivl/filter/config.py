@@ -1,0 +1,121 @@
+"""The filter's configuration and the fixed order in which its rules run."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+# Every input row is kept, or rejected by the FIRST of these rules it fails, in this order.
+# Per-row rules (image first: a bad image makes the pair useless whatever its text says):
+ROW_RULES = (
+    "undecodable",  # no bytes, not an image, truncated, or more pixels than max_image_pixels
+    "image_too_small",  # shorter side < min_image_side (original size when the input has it)
+    "aspect_ratio",  # longer side / shorter side > max_aspect_ratio
+    "caption_too_short",  # fewer than min_caption_chars characters or min_caption_words words
+    "caption_too_long",  # more than max_caption_chars characters or max_caption_words words
+    "blocklist",  # a blocklisted word or phrase (whole words, case-insensitive)
+    "spam",  # spam phrase, URL, one token repeated, few unique words, mostly symbols
+    "language",  # detected language not in `languages`
+)
+# ...then the dedup rules, over the survivors in a stable order (sorted by candidate id), so
+# the first of a group is kept whatever order the shards were read in:
+DEDUP_RULES = (
+    "duplicate_key",  # the same candidate id as an earlier row
+    "duplicate_image",  # the same image bytes (sha256) as a kept row
+    "near_duplicate",  # perceptual hash close to a kept row's, confirmed on thumbnails
+    "duplicate_url",  # the same image URL as a kept row
+    "caption_cap",  # max_identical_captions kept rows already carry this caption
+)
+RULES = ROW_RULES + DEDUP_RULES
+
+FALLBACK_BLOCKLIST = ("blockword",)
+DEFAULT_SPAM_PATTERNS = (
+    r"\bbuy (it )?now\b",
+    r"\border (it )?now\b",
+    r"\bclick here\b",
+    r"\bfree shipping\b",
+    r"\bbest prices?\b",
+    r"\blimited[- ]time offer\b",
+    r"\bdiscount code\b",
+    r"\b\d{1,3}\s?% off\b",
+    r"\bcheap(est)? [a-z]+ online\b",
+    r"https?://",
+    r"\bwww\.",
+)
+
+
+def default_blocklist() -> list[str]:
+    """A small fallback list plus the demo web's blocklisted words when that module exists."""
+    words = set(FALLBACK_BLOCKLIST)
+    try:
+        demo = importlib.import_module("brivl.demo")
+        words.update(str(w) for w in getattr(demo, "BLOCKLIST_WORDS", ()))
+    except ImportError:
+        pass
+    return sorted(words)
+
+
+@dataclass
+class FilterConfig:
+    """What a kept image-text pair must satisfy. Dedup keeps the first by sorted candidate id."""
+
+    min_image_side: int = 64  # pixels; the shorter side of the original image
+    max_aspect_ratio: float = 3.0  # longer side / shorter side (DataComp's basic filter)
+    max_image_pixels: int = 89_478_485  # larger images are treated as decompression bombs
+    min_caption_chars: int = 5
+    max_caption_chars: int = 1000
+    min_caption_words: int = 2  # each CJK character counts as one word
+    max_caption_words: int = 200
+    repair_text: bool = True  # ftfy: fix mojibake, HTML entities, control chars; kept repaired
+    blocklist: list[str] = field(default_factory=default_blocklist)  # words or phrases
+    spam_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_SPAM_PATTERNS))
+    spam_min_words: int = 4  # the repetition checks apply from this many words on
+    spam_min_unique_ratio: float = 0.4  # distinct words / words below this is spam
+    spam_max_token_share: float = 0.5  # one word being more than this share of words is spam
+    spam_max_symbol_ratio: float = 0.3  # characters that are neither letters, digits nor space
+    languages: list[str] = field(default_factory=lambda: ["en"])  # empty list: any language
+    allow_undetermined_language: bool = True  # keep captions the detector cannot place
+    dedup_exact: bool = True  # sha256 of the image bytes
+    near_dup_max_distance: int = 8  # Hamming distance of a per-channel pHash; -1: off
+    near_dup_max_pixel_diff: float = 40.0  # confirm on 16x16 thumbnails (0..255 scale)
+    dedup_url: bool = True
+    max_identical_captions: int = 5  # kept rows sharing one normalised caption; 0: no cap
+
+    def __post_init__(self) -> None:
+        self.blocklist = sorted({str(w).strip().lower() for w in self.blocklist if str(w).strip()})
+        self.spam_patterns = [str(p) for p in self.spam_patterns]
+        self.languages = [str(code).lower() for code in self.languages]
+        problems = []
+        for name in ("min_image_side", "min_caption_chars", "min_caption_words", "spam_min_words",
+                     "max_identical_captions"):
+            if int(getattr(self, name)) < 0:
+                problems.append(f"{name} must be >= 0")
+        if self.max_aspect_ratio < 1:
+            problems.append("max_aspect_ratio must be >= 1")
+        if self.max_caption_chars < self.min_caption_chars:
+            problems.append("max_caption_chars must be >= min_caption_chars")
+        if self.max_caption_words < self.min_caption_words:
+            problems.append("max_caption_words must be >= min_caption_words")
+        if not -1 <= self.near_dup_max_distance <= 31:
+            problems.append("near_dup_max_distance must be -1 (off) or 0..31")
+        for name in ("spam_min_unique_ratio", "spam_max_token_share", "spam_max_symbol_ratio"):
+            if not 0 <= float(getattr(self, name)) <= 1:
+                problems.append(f"{name} must be in [0, 1]")
+        if problems:
+            raise ValueError("bad FilterConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> FilterConfig:
+        """Build from a plain dict (e.g. a task parameter); unknown keys are an error."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown filter config keys {unknown}; accepted: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict with every field (the stage config that enters the cache key)."""
+        return dataclasses.asdict(self)

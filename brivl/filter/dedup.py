@@ -1,0 +1,147 @@
+"""Dedup over the rows that passed the per-row rules, visited in a stable order.
+
+:class:`HammingIndex` finds stored 64-bit hashes within a Hamming distance ``t`` without
+comparing against all of them: each hash is cut into ``t + 1`` chunks, and by the pigeonhole
+principle any hash within distance ``t`` equals the query exactly on at least one chunk, so
+only the rows sharing a chunk value are compared (multi-index hashing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from brivl.filter.image import thumb_difference
+
+BITS = 64
+
+
+class HammingIndex:
+    """Stored 64-bit hashes, queried for those within ``max_distance`` bits."""
+
+    def __init__(self, max_distance: int) -> None:
+        if not 0 <= max_distance < BITS // 2:
+            raise ValueError(f"max_distance must be in 0..{BITS // 2 - 1}, got {max_distance}")
+        self.max_distance = max_distance
+        parts = max_distance + 1
+        edges = [round(i * BITS / parts) for i in range(parts + 1)]
+        self._chunks = [(BITS - hi, (1 << (hi - lo)) - 1) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+        self._tables: list[dict[int, list[int]]] = [{} for _ in self._chunks]
+        self._hashes: list[int] = []
+
+    def __len__(self) -> int:
+        return len(self._hashes)
+
+    def add(self, value: int) -> int:
+        """Store ``value``; return its id (ids count up from 0 in insertion order)."""
+        ident = len(self._hashes)
+        self._hashes.append(value)
+        for table, (shift, mask) in zip(self._tables, self._chunks, strict=True):
+            table.setdefault((value >> shift) & mask, []).append(ident)
+        return ident
+
+    def query(self, value: int) -> list[tuple[int, int]]:
+        """``(id, distance)`` of every stored hash within ``max_distance``, by id."""
+        seen: set[int] = set()
+        found = []
+        for table, (shift, mask) in zip(self._tables, self._chunks, strict=True):
+            for ident in table.get((value >> shift) & mask, ()):
+                if ident in seen:
+                    continue
+                seen.add(ident)
+                distance = (self._hashes[ident] ^ value).bit_count()
+                if distance <= self.max_distance:
+                    found.append((ident, distance))
+        found.sort()
+        return found
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What dedup needs of one row that passed the per-row rules (all small)."""
+
+    order: tuple  # stable sort key: (candidate id, source file, row)
+    ident: str
+    sha256: str
+    phash: tuple[int, int, int]
+    url: str | None
+    caption_key: bytes
+
+
+class Deduplicator:
+    """Decide keep / reject for candidates fed in their stable order.
+
+    Rows are compared against *kept* rows only, so of a group of copies the first is kept.
+    ``thumb_of(i)`` returns the thumbnail of the i-th candidate fed in (kept ones are asked
+    again later, so it should read from storage, not memory).
+    """
+
+    def __init__(self, config, thumb_of: Callable[[int], bytes]) -> None:
+        self.config = config
+        self.thumb_of = thumb_of
+        self.seen_ids: set[str] = set()
+        self.by_sha: dict[str, str] = {}
+        self.by_url: dict[str, str] = {}
+        self.captions: dict[bytes, tuple[int, str]] = {}  # caption -> (kept rows, first id)
+        self.kept_pos: list[int] = []  # candidate position of each kept row
+        self.kept_ids: list[str] = []
+        distance = config.near_dup_max_distance
+        self.indexes = [HammingIndex(distance) for _ in range(3)] if distance >= 0 else []
+        self.fed = 0
+
+    def feed(self, cand: Candidate) -> tuple[str, str] | None:
+        """None when kept, else ``(rule, detail)``."""
+        pos = self.fed
+        self.fed += 1
+        verdict = self._judge(cand, pos)
+        if verdict is None:
+            self._keep(cand, pos)
+        self.seen_ids.add(cand.ident)
+        return verdict
+
+    def _judge(self, cand: Candidate, pos: int) -> tuple[str, str] | None:
+        cfg = self.config
+        if cand.ident in self.seen_ids:
+            return "duplicate_key", f"candidate id {cand.ident!r} appears more than once"
+        if cfg.dedup_exact and cand.sha256 in self.by_sha:
+            return "duplicate_image", f"same image bytes as {self.by_sha[cand.sha256]}"
+        if self.indexes:
+            near = self._near(cand, pos)
+            if near is not None:
+                return "near_duplicate", near
+        if cfg.dedup_url and cand.url and cand.url in self.by_url:
+            return "duplicate_url", f"same url as {self.by_url[cand.url]}"
+        cap = cfg.max_identical_captions
+        count, first = self.captions.get(cand.caption_key, (0, ""))
+        if cap and count >= cap:
+            return "caption_cap", f"{count} kept rows already have this caption (first: {first})"
+        return None
+
+    def _near(self, cand: Candidate, pos: int) -> str | None:
+        matches: dict[int, int] = {}
+        for channel, index in enumerate(self.indexes):
+            for kept, distance in index.query(cand.phash[channel]):
+                matches[kept] = min(distance, matches.get(kept, distance))
+        if not matches:
+            return None
+        thumb = self.thumb_of(pos)
+        limit = self.config.near_dup_max_pixel_diff
+        for kept in sorted(matches):
+            diff = thumb_difference(self.thumb_of(self.kept_pos[kept]), thumb)
+            if diff <= limit:
+                return (
+                    f"near-duplicate of {self.kept_ids[kept]} (pHash distance "
+                    f"{matches[kept]}, thumbnail difference {diff:.0f})"
+                )
+        return None
+
+    def _keep(self, cand: Candidate, pos: int) -> None:
+        self.by_sha.setdefault(cand.sha256, cand.ident)
+        if cand.url:
+            self.by_url.setdefault(cand.url, cand.ident)
+        count, first = self.captions.get(cand.caption_key, (0, cand.ident))
+        self.captions[cand.caption_key] = (count + 1, first)
+        for channel, index in enumerate(self.indexes):
+            index.add(cand.phash[channel])
+        self.kept_pos.append(pos)
+        self.kept_ids.append(cand.ident)

@@ -1,0 +1,102 @@
+"""Image checks and features: decode (bombs and truncation caught), sha256, perceptual hashes.
+
+The perceptual hash is imagehash's pHash algorithm (DCT of a 32x32 picture, its 8x8 lowest
+frequencies against their median; :func:`phash_bits` gives the same bits as ``imagehash.phash``
+on the same 32x32 channel), computed per colour channel of a bilinear 32x32 reduction: web pictures whose structure lives in colour
+rather than brightness (a yellow shape on a grey page) hash to noise in greyscale. A Hamming
+match on any channel makes two images near-duplicate *candidates*; the match is confirmed on
+16x16 thumbnails after fitting brightness/contrast per channel, so a pHash collision between
+two different flat pictures does not drop either.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+HASH_SIDE = 32  # pHash works on a 32x32 picture ...
+LOW = 8  # ... and keeps its 8x8 lowest DCT frequencies: 64 bits
+THUMB_SIDE = 16  # thumbnails that confirm a near-duplicate candidate: 16x16x3 bytes
+
+_k = np.arange(HASH_SIDE)
+# Rows of the (unnormalised) DCT-II matrix for the lowest LOW frequencies; scaling does not
+# change a comparison with the median, so these bits equal scipy.fftpack.dct's.
+_DCT = np.cos(np.pi * (2 * _k[None, :] + 1) * _k[:LOW, None] / (2 * HASH_SIDE))
+
+
+class ImageError(ValueError):
+    """The bytes are not a usable image; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageFeatures:
+    width: int
+    height: int
+    phash: tuple[int, int, int]  # one 64-bit pHash per channel (R, G, B)
+    thumb: bytes  # THUMB_SIDE x THUMB_SIDE x 3 uint8, row-major
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def phash_bits(channel: np.ndarray) -> int:
+    """64-bit pHash of one 32x32 channel (imagehash's algorithm, as an int, MSB first)."""
+    low = _DCT @ channel.astype(np.float64) @ _DCT.T
+    return _pack(low > np.median(low))
+
+
+def _pack(bits: np.ndarray) -> int:
+    return int.from_bytes(np.packbits(bits.ravel()).tobytes(), "big")
+
+
+def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
+    """Decode ``data`` fully (at reduced scale for JPEG) and compute its features.
+
+    Raises :class:`ImageError` for anything that is not a complete, decodable image of at
+    most ``max_pixels`` pixels.
+    """
+    if not data:
+        raise ImageError("no image bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise ImageError(f"{width}x{height} pixels is more than max_image_pixels {max_pixels}")
+            image.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))  # JPEG: decode at 1/2..1/8 scale
+            image = image.convert("RGB")  # decodes the whole stream: truncation raises here
+    except ImageError:
+        raise
+    except Exception as exc:  # PIL raises many types for broken files; each is a bad row
+        raise ImageError(f"{type(exc).__name__}: {exc}") from None
+    if width < 1 or height < 1:
+        raise ImageError(f"empty image {width}x{height}")
+    small = np.asarray(image.resize((HASH_SIDE, HASH_SIDE), Image.BILINEAR), dtype=np.float64)
+    low = _DCT @ small.transpose(2, 0, 1) @ _DCT.T  # (3, 8, 8)
+    medians = np.median(low.reshape(3, -1), axis=1)
+    hashes = tuple(_pack(low[c] > medians[c]) for c in range(3))
+    f = HASH_SIDE // THUMB_SIDE
+    thumb = small.reshape(THUMB_SIDE, f, THUMB_SIDE, f, 3).mean(axis=(1, 3))
+    return ImageFeatures(width, height, hashes, np.round(thumb).astype(np.uint8).tobytes())
+
+
+def thumb_difference(a: bytes, b: bytes) -> float:
+    """Largest per-pixel difference of two thumbnails after fitting ``b ~ gain * a + offset``
+    per channel (least squares), so brightness/contrast changes and re-encoding cost little
+    and a different picture costs much."""
+    x = np.frombuffer(a, np.uint8).reshape(-1, 3).astype(np.float64)
+    y = np.frombuffer(b, np.uint8).reshape(-1, 3).astype(np.float64)
+    xc = x - x.mean(axis=0)
+    yc = y - y.mean(axis=0)
+    var = (xc * xc).sum(axis=0)
+    gain = np.where(var > 1e-9, (xc * yc).sum(axis=0) / np.maximum(var, 1e-9), 0.0)
+    gain = np.maximum(gain, 0.0)  # an inverted picture is not a near-duplicate
+    residual = yc - xc * gain
+    return float(np.abs(residual).max())

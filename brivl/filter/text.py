@@ -1,0 +1,135 @@
+"""Caption rules: repair (ftfy), length, blocklist, spam, and a light offline language guess."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections import Counter
+from functools import lru_cache
+
+import ftfy
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+# A "word" is a run of letters/digits, except that each CJK character counts as one word.
+_TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
+_SPACE = re.compile(r"\s+")
+
+
+def repair(text: str | None, enabled: bool = True) -> str:
+    """ftfy-fixed text (mojibake, HTML entities, control characters), whitespace collapsed."""
+    text = text or ""
+    if enabled and not (text.isascii() and text.isprintable() and "&" not in text):
+        text = ftfy.fix_text(text)
+    return _SPACE.sub(" ", text).strip()
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words of ``text`` (CJK characters one by one)."""
+    return _TOKEN.findall(text.lower())
+
+
+def caption_key(text: str) -> bytes:
+    """Identity of a caption for the identical-caption cap: case, spacing, punctuation folded."""
+    folded = " ".join(words(unicodedata.normalize("NFKC", text)))
+    return hashlib.blake2b(folded.encode(), digest_size=12).digest()
+
+
+@lru_cache(maxsize=32)
+def blocklist_pattern(blocklist: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regex matching any blocklisted word or phrase as whole words."""
+    if not blocklist:
+        return None
+    parts = sorted((re.escape(w) for w in blocklist), key=len, reverse=True)
+    return re.compile(r"(?<!\w)(?:" + "|".join(parts) + r")(?!\w)", re.IGNORECASE)
+
+
+@lru_cache(maxsize=32)
+def spam_pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One case-insensitive regex of all spam patterns."""
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+
+
+def spam_reason(text: str, tokens: list[str], config) -> str | None:
+    """Why ``text`` looks like spam, or None."""
+    pattern = spam_pattern(tuple(config.spam_patterns))
+    if pattern is not None and (match := pattern.search(text)):
+        return f"spam phrase {match.group(0)!r}"
+    if len(tokens) >= config.spam_min_words:
+        counts = Counter(tokens)
+        word, top = counts.most_common(1)[0]
+        if top / len(tokens) > config.spam_max_token_share:
+            return f"word {word!r} is {top} of {len(tokens)} words"
+        unique = len(counts) / len(tokens)
+        if unique < config.spam_min_unique_ratio:
+            return f"only {len(counts)} distinct of {len(tokens)} words"
+    symbols = sum(1 for ch in text if not (ch.isalnum() or ch.isspace()))
+    if text and symbols / len(text) > config.spam_max_symbol_ratio:
+        return f"{symbols} of {len(text)} characters are symbols"
+    return None
+
+
+# --- language: script first, then stopwords for Latin-script languages -----------------------
+_SCRIPTS = (
+    ("ja", re.compile(r"[\u3040-\u30ff]")),  # kana before Han: Japanese mixes both
+    ("zh", re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")),
+    ("ko", re.compile(r"[\uac00-\ud7af\u1100-\u11ff]")),
+    ("ru", re.compile(r"[\u0400-\u04ff]")),  # Cyrillic script, reported as "ru"
+    ("el", re.compile(r"[\u0370-\u03ff]")),
+    ("ar", re.compile(r"[\u0600-\u06ff]")),
+    ("he", re.compile(r"[\u0590-\u05ff]")),
+    ("hi", re.compile(r"[\u0900-\u097f]")),
+    ("th", re.compile(r"[\u0e00-\u0e7f]")),
+)
+_LATIN = re.compile(r"[A-Za-z\u00c0-\u024f]")
+_STOPWORDS = {
+    "en": "the and of to in is was for on with as at by from this that are be it its an or "
+    "which has have were their his her they we you not but all one after into over under "
+    "near behind beside between above below next there these those shows showing photo image",
+    "de": "der die das und ist nicht ein eine einer mit auf für von dem den des zu im sich "
+    "auch als wie bei oder wird sind über unter nach aus",
+    "fr": "le la les et est un une des du dans pour sur avec pas que qui au aux ce cette "
+    "sont par plus sous entre mais ou",
+    "es": "el la los las y es un una del en para con por que se su al lo como más pero sus "
+    "este esta entre sobre",
+    "it": "il lo la gli le e è un una del della di che per con non sono nel nella alla "
+    "questo questa tra sul",
+    "pt": "o os as e é um uma do da dos das em para com não que no na por se ao mais seu "
+    "sua entre sobre",
+    "nl": "de het een en is van in op met voor niet dat die zijn te aan bij ook als door "
+    "over onder naar uit",
+}
+_STOPSETS = {lang: frozenset(ws.split()) for lang, ws in _STOPWORDS.items()}
+
+
+def detect_language(text: str) -> str:
+    """An ISO 639-1 guess, or ``"und"`` when the text gives too little evidence.
+
+    Non-Latin scripts decide by their characters (Cyrillic reports ``"ru"``); Latin-script text
+    by which language's stopwords it uses most. Offline and instant, meant for allow-listing,
+    not for linguistics: short Latin-script captions without stopwords come out ``"und"``.
+    """
+    letters = [ch for ch in text if ch.isalpha()]
+    if not letters:
+        return "und"
+    sample = "".join(letters)
+    script_counts = [(len(rx.findall(sample)), lang) for lang, rx in _SCRIPTS]
+    latin = len(_LATIN.findall(sample))
+    best_count, best_lang = max(script_counts)
+    if best_count > latin:
+        if best_lang == "zh" and script_counts[0][0]:  # any kana means Japanese
+            return "ja"
+        return best_lang
+    if latin == 0:
+        return "und"
+    tokens = words(text)
+    scores = sorted(
+        ((sum(t in stops for t in tokens), lang) for lang, stops in _STOPSETS.items()),
+        reverse=True,
+    )
+    (top, lang), (second, _) = scores[0], scores[1]
+    if top == 0 or top == second:
+        return "und"
+    return lang

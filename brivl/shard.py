@@ -1,0 +1,431 @@
+"""Training shards: fixed-row Parquet files, split train/val by key hash, resumable.
+
+Layout of a shard directory::
+
+    train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url
+    val/part-00000.parquet ...
+    _manifest.json                 (written by the stage task, last: checksums, row counts)
+
+* The split of a row depends only on its key (``sha256(salt:key)`` against ``val_fraction``),
+  so it is stable across reruns and when the corpus grows.
+* Rows keep the input's order (input files sorted by name, rows in file order), every shard
+  but the last of a split holds exactly ``rows_per_shard`` rows, and row groups of
+  ``row_group_rows`` let readers (``ray.data.read_parquet``, :func:`iter_shard_batches`)
+  stream without loading whole files.
+* Each shard is written to a hidden temporary name and renamed when complete. A rerun after a
+  crash (even SIGKILL) skips the shards that exist - their rows are known from the plan, so
+  their images are not even read - and writes the rest: the same rows as an uninterrupted run.
+* Non-JPEG inputs are re-encoded to JPEG; ``sha256``, ``width`` and ``height`` describe the
+  bytes written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from PIL import Image
+
+from brivl.report import progress
+
+SPLITS = ("train", "val")
+PLAN_NAME = ".shard_plan.json"  # hidden: which plan the existing shard files belong to
+SLOW_ENV = "BRIVL_SHARD_DELAY_S"  # test hook: sleep this long after each shard is written
+SHARD_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("image", pa.binary()),
+        ("caption", pa.string()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("sha256", pa.string()),
+        ("url", pa.string()),
+    ]
+)
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_READ_BATCH = 256
+
+
+@dataclass
+class ShardConfig:
+    """How pairs are laid out for training."""
+
+    rows_per_shard: int = 2048  # every shard but the last of a split has exactly this many
+    val_fraction: float = 0.02  # share of keys that go to val, decided by key hash
+    row_group_rows: int = 128  # rows per Parquet row group: the unit a streaming reader loads
+    split_salt: str = "brivl-split-v1"  # change it to draw a different (still stable) split
+    jpeg_quality: int = 95  # for re-encoding non-JPEG input images
+    compression: str = "snappy"  # for the text columns; JPEG bytes are stored uncompressed
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.rows_per_shard < 1:
+            problems.append("rows_per_shard must be >= 1")
+        if not 0 <= self.val_fraction < 1:
+            problems.append("val_fraction must be in [0, 1)")
+        if self.row_group_rows < 1:
+            problems.append("row_group_rows must be >= 1")
+        if not 1 <= self.jpeg_quality <= 100:
+            problems.append("jpeg_quality must be in 1..100")
+        if problems:
+            raise ValueError("bad ShardConfig: " + "; ".join(problems))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ShardConfig:
+        """Build from a plain dict; unknown keys are an error."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown shard config keys {unknown}; accepted: {sorted(known)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def split_of(key: str, val_fraction: float, salt: str = ShardConfig.split_salt) -> str:
+    """``"val"`` or ``"train"`` for ``key``: a pure function of the key, salt and fraction."""
+    digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
+    return "val" if int.from_bytes(digest[:8], "big") < val_fraction * 2**64 else "train"
+
+
+def shard_name(index: int) -> str:
+    return f"part-{index:05d}.parquet"
+
+
+# --- input ------------------------------------------------------------------------------------
+def find_shard_inputs(input_dir: str | Path) -> list[Path]:
+    """A filter stage's ``kept/*.parquet``, else ``input_dir/*.parquet``, sorted; or one file."""
+    path = Path(input_dir)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"shard input {path} does not exist")
+    base = path / "kept" if (path / "kept").is_dir() else path
+    files = sorted(p for p in base.glob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files and base.name != "kept":
+        raise FileNotFoundError(
+            f"{path}: no kept/*.parquet or *.parquet files; shard reads a filter stage output "
+            "or Parquet files with (candidate_id or key, caption, jpg or image[, url])"
+        )
+    return files
+
+
+def _roles(path: Path) -> dict[str, str | None]:
+    names = set(pq.ParquetFile(path).schema_arrow.names)
+    key = next((c for c in ("candidate_id", "key") if c in names), None)
+    image = next((c for c in ("jpg", "image") if c in names), None)
+    missing = [what for what, col in (("candidate_id or key", key), ("jpg or image", image),
+                                      ("caption", "caption" if "caption" in names else None))
+               if col is None]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; found {sorted(names)}")
+    roles = {"key": key, "image": image, "caption": "caption"}
+    for optional in ("url", "width", "height", "sha256"):
+        roles[optional] = optional if optional in names else None
+    return roles
+
+
+# --- plan -------------------------------------------------------------------------------------
+@dataclass
+class _Plan:
+    counts: dict[str, int]  # rows per split
+    fingerprint: str  # of the inputs (names, sizes, keys) and the config
+
+    def shards(self, split: str, rows_per_shard: int) -> int:
+        return -(-self.counts[split] // rows_per_shard)
+
+
+def _plan(files: list[Path], roles: list[dict], cfg: ShardConfig) -> _Plan:
+    """Read only the key column: split counts, duplicate check, and a fingerprint."""
+    counts = dict.fromkeys(SPLITS, 0)
+    seen: dict[str, str] = {}
+    digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+    for path, role in zip(files, roles, strict=True):
+        keys = pq.read_table(path, columns=[role["key"]]).column(0).to_pylist()
+        digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}".encode())
+        for row, key in enumerate(keys):
+            if key in (None, ""):
+                raise ValueError(f"{path}: row {row} has an empty {role['key']}")
+            if key in seen:
+                raise ValueError(
+                    f"{path}: key {key!r} (row {row}) also appears in {seen[key]}; shard keys "
+                    "must be unique (the filter's duplicate_key rule guarantees it)"
+                )
+            seen[key] = path.name
+            counts[split_of(key, cfg.val_fraction, cfg.split_salt)] += 1
+            digest.update(key.encode() + b"\0")
+    return _Plan(counts, digest.hexdigest()[:24])
+
+
+# --- write ------------------------------------------------------------------------------------
+@dataclass
+class ShardResult:
+    """What :func:`write_shards` produced."""
+
+    counts: dict[str, int]  # rows per split
+    shards: dict[str, list[dict[str, Any]]]  # per split: [{"file", "rows"}]
+    skipped: int  # shards found complete from an earlier (interrupted) run
+    reencoded: int  # non-JPEG images re-encoded
+
+    @property
+    def row_counts(self) -> dict[str, int]:
+        return {**self.counts, "total": sum(self.counts.values())}
+
+
+def write_shards(
+    input_dir: str | Path,
+    out_dir: str | Path,
+    config: ShardConfig | dict | None = None,
+    *,
+    on_shard: Callable[[Path], None] | None = None,
+) -> ShardResult:
+    """Write ``train/`` and ``val/`` shards of ``input_dir`` into ``out_dir`` (no manifest).
+
+    ``on_shard(path)`` is called after each shard file is complete. Setting the environment
+    variable ``BRIVL_SHARD_DELAY_S`` sleeps that long after each shard (to test resume).
+    """
+    cfg = config if isinstance(config, ShardConfig) else ShardConfig.from_dict(config)
+    files = find_shard_inputs(input_dir)
+    roles = [_roles(p) for p in files]
+    trusted = _is_filter_output(input_dir)
+    plan = _plan(files, roles, cfg)
+    out = Path(out_dir)
+    _prepare(out, plan)
+    delay = float(os.environ.get(SLOW_ENV, "0") or 0)
+    writer = _SplitWriter(out, cfg, plan, on_shard, delay)
+    total = sum(plan.counts.values())
+    with progress("shard: write", total) as advance:
+        for path, role in zip(files, roles, strict=True):
+            columns = [c for c in dict.fromkeys(role.values()) if c]
+            for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns):
+                writer.add(batch, role, trusted)
+                advance(batch.num_rows)
+    writer.finish()
+    for leftover in out.glob("*/.*.tmp"):
+        leftover.unlink()
+    shards = {
+        split: [{"file": f"{split}/{shard_name(i)}", "rows": min(cfg.rows_per_shard,
+                 plan.counts[split] - i * cfg.rows_per_shard)}
+                for i in range(plan.shards(split, cfg.rows_per_shard))]
+        for split in SPLITS
+    }
+    return ShardResult(dict(plan.counts), shards, writer.skipped, writer.reencoded)
+
+
+def _is_filter_output(input_dir: str | Path) -> bool:
+    """True when the input is a finished filter stage (its sha256/width/height are trusted)."""
+    manifest = Path(input_dir) / "_manifest.json"
+    try:
+        return json.loads(manifest.read_text()).get("stage") == "filter"
+    except (OSError, ValueError):
+        return False
+
+
+def _prepare(out: Path, plan: _Plan) -> None:
+    """Keep existing shards only when they belong to this very plan."""
+    out.mkdir(parents=True, exist_ok=True)
+    plan_file = out / PLAN_NAME
+    previous = plan_file.read_text() if plan_file.is_file() else None
+    if previous != plan.fingerprint:
+        (out / "_manifest.json").unlink(missing_ok=True)
+        for split in SPLITS:
+            for old in (out / split).glob("*.parquet") if (out / split).is_dir() else ():
+                old.unlink()
+        plan_file.write_text(plan.fingerprint)
+    for split in SPLITS:
+        (out / split).mkdir(exist_ok=True)
+
+
+class _SplitWriter:
+    """Routes rows to their split's shard; writes whole shards, skips those already on disk.
+
+    A split's rows arrive in order, and shard ``i`` holds its rows ``i*N .. (i+1)*N - 1``, so
+    the pending rows always belong to one shard, written as soon as it is full.
+    """
+
+    def __init__(self, out: Path, cfg: ShardConfig, plan: _Plan, on_shard, delay: float) -> None:
+        self.out, self.cfg, self.plan = out, cfg, plan
+        self.on_shard, self.delay = on_shard, delay
+        self.position = dict.fromkeys(SPLITS, 0)  # rows of each split routed so far
+        self.pending: dict[str, list[pa.Table]] = {s: [] for s in SPLITS}
+        self.pending_rows = dict.fromkeys(SPLITS, 0)
+        self.pending_index: dict[str, int] = dict.fromkeys(SPLITS, 0)
+        self.skipped_shards: set[tuple[str, int]] = set()
+        self.reencoded = 0
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_shards)
+
+    def _path(self, split: str, index: int) -> Path:
+        return self.out / split / shard_name(index)
+
+    def _exists(self, split: str, index: int) -> bool:
+        if (split, index) in self.skipped_shards:
+            return True
+        if self._path(split, index).exists():
+            self.skipped_shards.add((split, index))
+            return True
+        return False
+
+    def add(self, batch: pa.RecordBatch, role: dict, trusted: bool) -> None:
+        rps = self.cfg.rows_per_shard
+        keys = batch.column(role["key"]).to_pylist()
+        splits = [split_of(k, self.cfg.val_fraction, self.cfg.split_salt) for k in keys]
+        for split in SPLITS:
+            groups: list[tuple[int, list[int]]] = []  # (shard index, batch rows), in order
+            for i in (i for i, s in enumerate(splits) if s == split):
+                index = self.position[split] // rps
+                self.position[split] += 1
+                if groups and groups[-1][0] == index:
+                    groups[-1][1].append(i)
+                else:
+                    groups.append((index, [i]))
+            todo = [(index, rows) for index, rows in groups if not self._exists(split, index)]
+            if not todo:
+                continue  # every row of this batch lands in a shard that is already complete
+            take = pa.array([i for _, rows in todo for i in rows], pa.int32())
+            table = self._normalise(batch.take(take), role, trusted)
+            offset = 0
+            for index, rows in todo:
+                self.pending[split].append(table.slice(offset, len(rows)))
+                offset += len(rows)
+                self.pending_rows[split] += len(rows)
+                self.pending_index[split] = index
+                if self.pending_rows[split] == rps:
+                    self._flush(split)
+
+    def finish(self) -> None:
+        for split in SPLITS:
+            if self.pending_rows[split]:
+                self._flush(split)
+
+    def _flush(self, split: str) -> None:
+        self._write(split, self.pending_index[split], pa.concat_tables(self.pending[split]))
+        self.pending[split] = []
+        self.pending_rows[split] = 0
+
+    def _write(self, split: str, index: int, table: pa.Table) -> None:
+        path = self._path(split, index)
+        tmp = path.with_name(f".{path.name}.tmp")
+        pq.write_table(
+            table,
+            tmp,
+            row_group_size=self.cfg.row_group_rows,
+            compression={c: ("none" if c == "image" else self.cfg.compression)
+                         for c in SHARD_SCHEMA.names},
+            use_dictionary=False,
+            write_statistics=["key", "width", "height"],
+        )
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        tmp.replace(path)  # atomic: a shard file exists only when complete
+        if self.on_shard:
+            self.on_shard(path)
+        if self.delay:
+            time.sleep(self.delay)
+
+    def _normalise(self, batch: pa.RecordBatch, role: dict, trusted: bool) -> pa.Table:
+        """The batch in :data:`SHARD_SCHEMA`: JPEG bytes, and their sha256/width/height."""
+        images = batch.column(role["image"])
+        n = batch.num_rows
+        is_jpeg = pc.equal(pc.binary_slice(images, 0, 3), pa.scalar(_JPEG_MAGIC, pa.binary()))
+        is_jpeg = is_jpeg.fill_null(False).to_pylist()
+        have_meta = trusted and all(role[c] for c in ("width", "height", "sha256"))
+        if have_meta and all(is_jpeg):
+            width = batch.column(role["width"]).cast(pa.int32())
+            height = batch.column(role["height"]).cast(pa.int32())
+            sha = batch.column(role["sha256"]).cast(pa.string())
+        else:
+            blobs = images.to_pylist()
+            width, height, sha = [0] * n, [0] * n, [""] * n
+            for i, blob in enumerate(blobs):
+                if blob is None:
+                    raise ValueError(f"row with key {batch.column(role['key'])[i]} has no image")
+                if not is_jpeg[i]:
+                    blob = _to_jpeg(blob, self.cfg.jpeg_quality)
+                    blobs[i] = blob
+                    self.reencoded += 1
+                with Image.open(io.BytesIO(blob)) as im:
+                    width[i], height[i] = im.size
+                sha[i] = hashlib.sha256(blob).hexdigest()
+            images = pa.array(blobs, pa.binary())
+        url = batch.column(role["url"]) if role["url"] else pa.nulls(n, pa.string())
+        return pa.table(
+            [
+                batch.column(role["key"]).cast(pa.string()),
+                images,
+                batch.column(role["caption"]).cast(pa.string()),
+                pa.array(width, pa.int32()) if isinstance(width, list) else width,
+                pa.array(height, pa.int32()) if isinstance(height, list) else height,
+                pa.array(sha, pa.string()) if isinstance(sha, list) else sha,
+                url.cast(pa.string()),
+            ],
+            schema=SHARD_SCHEMA,
+        )
+
+
+def _to_jpeg(data: bytes, quality: int) -> bytes:
+    with Image.open(io.BytesIO(data)) as im:
+        rgb = im.convert("RGB")
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+# --- read -------------------------------------------------------------------------------------
+def shard_files(shard_dir: str | Path, split: str) -> list[Path]:
+    """The shard files of ``split`` in order."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    folder = Path(shard_dir) / split
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: no such split directory (is {shard_dir} a shard stage?)")
+    return sorted(folder.glob("part-*.parquet"))
+
+
+def iter_shard_batches(
+    shard_dir: str | Path, split: str, batch_size: int = 256, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream ``split`` as record batches of exactly ``batch_size`` rows (the last may be
+    shorter), reading one row group at a time; memory stays ~ one row group + one batch."""
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    pending: list[pa.RecordBatch] = []
+    pending_rows = 0
+    for path in shard_files(shard_dir, split):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+            pending.append(batch)
+            pending_rows += batch.num_rows
+            while pending_rows >= batch_size:
+                table = pa.Table.from_batches(pending)
+                out = table.slice(0, batch_size).combine_chunks().to_batches()[0]
+                rest = table.slice(batch_size)
+                pending = rest.to_batches() if rest.num_rows else []
+                pending_rows = rest.num_rows
+                yield out
+    if pending_rows:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def read_shard_table(
+    shard_dir: str | Path, split: str, columns: list[str] | None = None
+) -> pa.Table:
+    """All of ``split`` as one table (small data and tests; training should stream)."""
+    files = shard_files(shard_dir, split)
+    if not files:
+        return SHARD_SCHEMA.empty_table() if columns is None else SHARD_SCHEMA.empty_table().select(columns)
+    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
