@@ -1,0 +1,83 @@
+"""The filter stage as a Prefect task: download shards -> kept pairs + rejected rows + report.
+
+Identity = (input identity, normalised filter config, filter code version). The input is a
+stage directory (its manifest hash) or a plain folder of Parquet files (a hash of their
+bytes), so users can filter their own data. Not retried: a failure here is not transient
+I/O, and a rerun starts the stage over (the filter output is rebuilt, byte-identical).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from brivl.env import apply_defaults
+
+apply_defaults()
+
+from prefect import task  # noqa: E402
+
+from brivl import manifest  # noqa: E402
+from brivl.filter import FilterConfig, run_filter  # noqa: E402
+from brivl.fingerprint import file_sha256, stable_hash  # noqa: E402
+from tasks.stage import StageRun, resolve_stage, stage_cache_key  # noqa: E402
+
+STAGE = "filter"
+FILTER_CODE = ["brivl.filter"]
+
+
+def input_id(input_dir: str | Path) -> str:
+    """A stage directory's manifest hash, else a hash of the Parquet files' names and bytes."""
+    path = Path(input_dir)
+    if (path / manifest.MANIFEST_NAME).is_file():
+        return manifest.read_manifest(path)["hash"]
+    if path.is_file():
+        return stable_hash({path.name: file_sha256(path)})
+    if not path.is_dir():
+        raise FileNotFoundError(f"stage input {path} does not exist")
+    files = sorted(p for p in path.rglob("*.parquet") if not p.name.startswith((".", "_")))
+    if not files:
+        raise FileNotFoundError(f"{path}: no _manifest.json and no *.parquet files")
+    return stable_hash({str(p.relative_to(path)): file_sha256(p) for p in files})
+
+
+def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
+    return dict(
+        parameters,
+        input_dir=input_id(parameters["input_dir"]),
+        config=FilterConfig.from_dict(parameters.get("config")).to_dict(),
+    )
+
+
+def _filter_cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    return stage_cache_key(STAGE, FILTER_CODE, ["input_dir"])(context, _resolved(parameters))
+
+
+def resolve_filter(
+    input_dir: str, config: dict | None = None, out_dir: str | None = None
+) -> StageRun:
+    """Where a filter of ``input_dir`` with ``config`` writes (and whether it is done)."""
+    settings = FilterConfig.from_dict(config).to_dict()
+    return resolve_stage(STAGE, FILTER_CODE, [input_id(input_dir)], settings, out_dir)
+
+
+@task(name="filter", cache_key_fn=_filter_cache_key, persist_result=True)
+def filter_task(
+    input_dir: str, config: dict | None = None, out_dir: str | None = None, workers: int = 1
+) -> str:
+    """Filter downloaded pairs (per-row rules, then dedup); return the output directory."""
+    settings = FilterConfig.from_dict(config)
+    run = resolve_filter(input_dir, config, out_dir)
+    if run.done:
+        return str(run.out_dir)
+    result = run_filter(input_dir, run.out_dir, settings, workers=workers)
+    manifest.write_manifest(
+        run.out_dir,
+        stage=STAGE,
+        config=settings.to_dict(),
+        inputs=run.inputs,
+        code_version=run.code_version,
+        row_counts=result.row_counts,
+        extra={"report": result.report, "input_dir": str(input_dir)},
+    )
+    return str(run.out_dir)
