@@ -1,0 +1,233 @@
+"""The filter: each rule rejects its case by name, accounting adds up, output is deterministic."""
+
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageEnhance, ImageFilter
+
+from brivl.filter import (
+    RULES,
+    FilterConfig,
+    detect_language,
+    phash_bits,
+    run_filter,
+    thumb_difference,
+)
+from brivl.filter.dedup import HammingIndex
+from brivl.filter.image import inspect
+from brivl.fingerprint import file_sha256
+
+GOOD = "A red circle on the left of a plain background"
+
+
+def picture(seed: int, size: tuple[int, int] = (96, 80)) -> Image.Image:
+    """A smooth random picture: distinct per seed, with structure a perceptual hash can see."""
+    rng = np.random.default_rng(seed)
+    noise = rng.integers(0, 256, (size[1] // 8, size[0] // 8, 3), dtype=np.uint8)
+    return Image.fromarray(noise).resize(size, Image.BICUBIC).filter(ImageFilter.GaussianBlur(2))
+
+
+def jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def pair(cid: str, caption: str = GOOD, image: bytes | None = None, **extra) -> dict:
+    """One img2dataset-shaped row (status success unless given)."""
+    data = image if image is not None else jpeg(picture(int(cid.strip("c") or 0) + 1000))
+    row = {
+        "key": f"k{cid}", "candidate_id": cid, "url": f"http://site.test/img/{cid}.jpg",
+        "caption": caption, "status": "success", "error_message": None, "width": 96,
+        "height": 80, "original_width": None, "original_height": None, "exif": None,
+        "sha256": None, "jpg": data, "page_url": "http://site.test/a.html",
+    }
+    row.update(extra)
+    return row
+
+
+def write_shards(folder: Path, shards: list[list[dict]]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, rows in enumerate(shards):
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{i:05d}.parquet")
+    return folder
+
+
+def outcomes(out: Path) -> tuple[dict[str, str], dict[str, tuple[str, str]]]:
+    """(kept id -> caption, rejected id -> (rule, detail)); a repeated id keeps its last row."""
+    kept = pa.concat_tables(pq.read_table(p) for p in sorted((out / "kept").glob("*.parquet")))
+    rej = pa.concat_tables(pq.read_table(p) for p in sorted((out / "rejected").glob("*.parquet")))
+    kept_map = dict(zip(kept["candidate_id"].to_pylist(), kept["caption"].to_pylist(), strict=True))
+    rej_map = {
+        r["candidate_id"]: (r["rule"], r["detail"]) for r in rej.to_pylist()
+    }
+    return kept_map, rej_map
+
+
+def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
+    original = picture(1)
+    orig_bytes = jpeg(original)
+    brighter = jpeg(ImageEnhance.Brightness(original).enhance(1.15), quality=70)
+    truncated = jpeg(picture(2))[:400]
+    cases = [
+        pair("c01", image=orig_bytes),  # the original every copy refers to
+        pair("c02", image=b"<html>not an image</html>"),
+        pair("c03", image=truncated),
+        pair("c04", image=jpeg(picture(4, (24, 20)))),
+        pair("c05", image=jpeg(picture(5, (300, 70)))),
+        pair("c06", caption=""),
+        pair("c07", caption="word " * 300),
+        pair("c08", caption="A photo of the BlockWord in the park"),
+        pair("c09", caption="Shoes for sale, buy now and get the best price"),
+        pair("c10", caption="der Hund und die Katze sind nicht auf dem Sofa"),
+        pair("c11", image=orig_bytes, url="http://mirror.test/copy.jpg"),
+        pair("c12", image=brighter, url="http://mirror.test/bright.jpg"),
+        pair("c13", url="http://site.test/img/c01.jpg"),
+        pair("c14", caption="same words here", image=jpeg(picture(14))),
+        pair("c15", caption="Same  words here!", image=jpeg(picture(15))),
+        pair("c16", caption="same words here", image=jpeg(picture(16))),
+        pair("c17", caption="tiny and blockword", image=jpeg(picture(17, (20, 20)))),
+        pair("c18", caption="cafÃ© tables on the corner of the street"),
+        pair("c19", status="failed_to_download", jpg=None),
+        pair("c20", caption="Ein Bild", image=jpeg(picture(20, (300, 300))),
+             original_width=30, original_height=30),
+        pair("c21", caption="sale sale sale sale sale shoes"),
+    ]
+    dup_key = pair("c01", caption="another picture under the same id", image=jpeg(picture(99)))
+    inp = write_shards(tmp_path / "in", [cases[:11], cases[11:] + [dup_key]])
+    cfg = FilterConfig(max_identical_captions=2)
+    report = run_filter(inp, tmp_path / "out", cfg).report
+    kept, rejected = outcomes(tmp_path / "out")
+    expect = {
+        "c02": "undecodable", "c03": "undecodable", "c04": "image_too_small",
+        "c05": "aspect_ratio", "c06": "caption_too_short", "c07": "caption_too_long",
+        "c08": "blocklist", "c09": "spam", "c10": "language", "c11": "duplicate_image",
+        "c12": "near_duplicate", "c13": "duplicate_url", "c16": "caption_cap",
+        "c17": "image_too_small",  # also blocklisted: the FIRST failing rule is recorded
+        "c20": "image_too_small",  # judged on the original size, not the resized bytes
+        "c21": "spam",
+        "c01": "duplicate_key",  # its second row; the first (sorted by source, row) is kept
+    }
+    assert {cid: rule for cid, (rule, _) in rejected.items()} == expect
+    assert set(kept) == {"c01", "c14", "c15", "c18"}
+    assert kept["c01"] == GOOD
+    assert "c01" in rejected["c11"][1] and "c01" in rejected["c12"][1] and "c01" in rejected["c13"][1]
+    assert "blockword" in rejected["c08"][1]
+    assert "2 kept rows" in rejected["c16"][1]
+    assert kept["c18"] == "café tables on the corner of the street"  # ftfy repair is kept
+    assert report["not_success_rows"] == 1 and "c19" not in kept and "c19" not in rejected
+    assert report["input_rows"] == len(cases) + 1 - 1  # + the duplicate key, - the failed one
+    assert report["kept"] == 4 and report["rejected"] == len(expect)
+
+
+def test_accounting_adds_up_and_report_matches_files(tmp_path: Path) -> None:
+    rng = random.Random(0)
+    rows = []
+    for i in range(60):
+        caption = rng.choice([GOOD, "", "buy now cheap", "blockword here twice", "ok caption one"])
+        image = jpeg(picture(i % 45, rng.choice([(96, 80), (30, 30), (300, 60)])))
+        rows.append(pair(f"c{i:03d}", caption=caption, image=image))
+    inp = write_shards(tmp_path / "in", [rows[:25], rows[25:40], rows[40:]])
+    result = run_filter(inp, tmp_path / "out", {})
+    report = result.report
+    kept = pa.concat_tables(pq.read_table(p) for p in (tmp_path / "out/kept").glob("*.parquet"))
+    rej = pa.concat_tables(pq.read_table(p) for p in (tmp_path / "out/rejected").glob("*.parquet"))
+    assert kept.num_rows + rej.num_rows == 60 == report["input_rows"]
+    ids = kept["candidate_id"].to_pylist() + rej["candidate_id"].to_pylist()
+    assert sorted(ids) == sorted(r["candidate_id"] for r in rows)  # each row exactly once
+    assert report["kept"] == kept.num_rows and report["rejected"] == rej.num_rows
+    by_rule = {rule: rej["rule"].to_pylist().count(rule) for rule in RULES}
+    assert by_rule == report["by_rule"]
+    assert set(rej["rule"].to_pylist()) <= set(RULES) and min(by_rule.values()) == 0
+    assert sum(f["kept"] + f["rejected"] for f in report["files"]) == 60
+    assert result.row_counts == {"input": 60, "kept": kept.num_rows, "rejected": rej.num_rows,
+                                 "not_success": 0}
+    # the kept output carries what the shard stage needs, about the bytes it carries
+    row = kept.slice(0, 1).to_pylist()[0]
+    assert Image.open(io.BytesIO(row["jpg"])).size == (row["width"], row["height"])
+    assert not list((tmp_path / "out").glob(".work"))
+
+
+def test_output_is_deterministic_whatever_the_shard_order(tmp_path: Path) -> None:
+    base = jpeg(picture(7))
+    rows = [pair(f"c{i:03d}") for i in range(30)]
+    # the copy with the smallest id sits in the LAST shard: it must be the one kept
+    rows[29] = pair("a000", image=base)
+    rows[3] = pair("z003", image=base)
+    rows[10] = pair("z010", image=jpeg(ImageEnhance.Brightness(picture(7)).enhance(1.1), 75))
+    inp = write_shards(tmp_path / "in", [rows[:10], rows[10:20], rows[20:]])
+    run_filter(inp, tmp_path / "one", {}, workers=1)
+    run_filter(inp, tmp_path / "two", {}, workers=2)  # shards scanned concurrently, any order
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.*"))
+    assert files == sorted(p.relative_to(tmp_path / "two") for p in (tmp_path / "two").rglob("*.*"))
+    for rel in files:
+        assert file_sha256(tmp_path / "one" / rel) == file_sha256(tmp_path / "two" / rel), rel
+    kept, rejected = outcomes(tmp_path / "one")
+    assert "a000" in kept and rejected["z003"][0] == "duplicate_image"
+    assert rejected["z010"][0] == "near_duplicate" and "a000" in rejected["z010"][1]
+
+
+def test_plain_parquet_input_and_clear_errors(tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    table = pa.table({"key": ["x1", "x2"], "caption": [GOOD, "a second fine caption"],
+                      "jpg": [jpeg(picture(1)), jpeg(picture(2))]})
+    pq.write_table(table, plain / "mine.parquet")
+    report = run_filter(plain, tmp_path / "out", {}).report
+    assert report["kept"] == 2
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    pq.write_table(pa.table({"key": ["x"], "text": ["t"]}), bad / "b.parquet")
+    with pytest.raises(ValueError, match=r"b\.parquet: missing column.*jpg.*caption"):
+        run_filter(bad, tmp_path / "o2", {})
+    with pytest.raises(ValueError, match="unknown filter config keys"):
+        FilterConfig.from_dict({"min_side": 3})
+
+
+def test_hamming_index_finds_exactly_the_near_hashes() -> None:
+    rng = random.Random(3)
+    stored = [rng.getrandbits(64) for _ in range(400)]
+    stored += [s ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64)) for s in stored[:50]]
+    index = HammingIndex(6)
+    for value in stored:
+        index.add(value)
+    for query in stored[:20] + [rng.getrandbits(64) for _ in range(20)]:
+        brute = [(i, (v ^ query).bit_count()) for i, v in enumerate(stored)
+                 if (v ^ query).bit_count() <= 6]
+        assert index.query(query) == brute
+
+
+def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:
+    channel = np.asarray(picture(5, (32, 32)).convert("L"))
+    assert phash_bits(channel) == int(str(imagehash.phash(Image.fromarray(channel))), 16)
+    original = picture(5, (160, 120))
+    a = inspect(jpeg(original), 10**8)
+    smaller = original.resize((144, 108), Image.BILINEAR)
+    copy = inspect(jpeg(ImageEnhance.Brightness(smaller).enhance(1.12), 70), 10**8)
+    other = inspect(jpeg(picture(6, (160, 120))), 10**8)
+    assert min((x ^ y).bit_count() for x, y in zip(a.phash, copy.phash, strict=True)) <= 8
+    assert thumb_difference(a.thumb, copy.thumb) < 40 < thumb_difference(a.thumb, other.thumb)
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("A dog sitting in the garden with the children", "en"),
+        ("Der Hund sitzt mit den Kindern im Garten", "de"),
+        ("Le chien est dans le jardin avec les enfants", "fr"),
+        ("一只狗坐在花园里", "zh"),
+        ("Собака сидит в саду", "ru"),
+        ("red circle", "und"),
+        ("12345 !!!", "und"),
+    ],
+)
+def test_language_guess(text: str, lang: str) -> None:
+    assert detect_language(text) == lang
