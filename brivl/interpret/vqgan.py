@@ -317,6 +317,7 @@ def train_generator(
             if report is not None and (step % config.log_every == 0 or step == config.steps - 1):
                 report(step, metrics)
             advance()
+    opt.zero_grad(set_to_none=True)  # hand back a model without stale gradients
     return model.eval()
 
 
