@@ -148,10 +148,6 @@ def _slim_copy(checkpoint_dir: Path, into: Path) -> Path:
 
 
 # -- the gate --------------------------------------------------------------------------------
-def _metric_tag(name: str) -> str:
-    return tracking.clean_key(f"{TAG}metric.{name}")
-
-
 def _champion(client: Any, model_name: str) -> Any | None:
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
@@ -160,7 +156,10 @@ def _champion(client: Any, model_name: str) -> Any | None:
 
 
 def _version_metric(client: Any, version: Any, metric: str) -> float | None:
-    raw = version.tags.get(_metric_tag(metric))
+    try:
+        raw = json.loads(version.tags.get(f"{TAG}metrics", "{}")).get(metric)
+    except (json.JSONDecodeError, AttributeError):
+        raw = None
     if raw is None and version.run_id:  # registered elsewhere: read the run's metric
         raw = client.get_run(version.run_id).data.metrics.get(tracking.clean_key(metric))
     try:
@@ -212,22 +211,29 @@ def register_model(
                     artifacts={CHECKPOINT_ARTIFACT: str(artifact)},
                     signature=model_signature(),
                     pip_requirements=_requirements(),
-                    registered_model_name=model_name,
                     metadata={"checkpoint_id": str(lineage_tags.get("checkpoint_id", ""))},
                 )
-        version = str(info.registered_model_version)
         value = metrics.get(primary_metric)
-        tags = {tracking.clean_key(f"{TAG}{k}"): str(v) for k, v in lineage_tags.items()}
-        tags.update({_metric_tag(k): repr(float(v)) for k, v in metrics.items()})
-        tags[f"{TAG}primary_metric"] = primary_metric
-        tags[f"{TAG}source_checkpoint"] = str(checkpoint_dir.resolve())
-        for key, tag_value in tags.items():
-            client.set_model_version_tag(model_name, version, key, tag_value)
-
         current = _champion(client, model_name)
         current_value = _version_metric(client, current, primary_metric) if current else None
         alias, reason = gate(value, current_value, current is not None)
+        tags = {tracking.clean_key(f"{TAG}{k}"): str(v) for k, v in lineage_tags.items()}
+        tags.update(
+            {
+                f"{TAG}metrics": json.dumps({k: float(v) for k, v in metrics.items()}),
+                f"{TAG}primary_metric": primary_metric,
+                f"{TAG}primary_value": repr(value),
+                f"{TAG}source_checkpoint": str(checkpoint_dir.resolve()),
+                f"{TAG}gate": alias,
+                f"{TAG}gate_reason": reason,
+            }
+        )
+        mv = mlflow.register_model(info.model_uri, model_name, tags=tags)
+        version = str(mv.version)
         client.set_registered_model_alias(model_name, alias, version)
+        client.update_model_version(
+            model_name, version, description=f"gate: {alias} ({primary_metric}: {reason})"
+        )
         decision = {
             "model_name": model_name,
             "version": int(version),
@@ -238,11 +244,6 @@ def register_model(
             "outcome": alias,
             "reason": reason,
         }
-        client.set_model_version_tag(model_name, version, f"{TAG}gate", alias)
-        client.set_model_version_tag(model_name, version, f"{TAG}gate_reason", reason)
-        client.update_model_version(
-            model_name, version, description=f"gate: {alias} ({primary_metric}: {reason})"
-        )
         mlflow.set_tags(
             {
                 f"{TAG}gate.outcome": alias,

@@ -95,10 +95,11 @@ def start_pipeline_run(
     """
     mlflow = _mlflow()
     run_tags = {"brivl.kind": "pipeline", **{k: str(v) for k, v in (tags or {}).items()}}
+    active = mlflow.active_run()
     run = mlflow.start_run(
-        experiment_id=ensure_experiment(experiment),
+        experiment_id=active.info.experiment_id if active else ensure_experiment(experiment),
         run_name=name,
-        nested=mlflow.active_run() is not None,
+        nested=active is not None,
         tags=run_tags,
     )
     previous = os.environ.get(PARENT_ENV)
@@ -124,8 +125,14 @@ def stage_run(stage_name: str, tags: Mapping[str, Any] | None = None) -> Iterato
         **{k: str(v) for k, v in (tags or {}).items()},
     }
     parent = parent_run_id()
-    if mlflow.active_run() is not None:
-        run = mlflow.start_run(run_name=stage_name, nested=True, tags=run_tags)
+    active = mlflow.active_run()
+    if active is not None:
+        run = mlflow.start_run(
+            experiment_id=active.info.experiment_id,
+            run_name=stage_name,
+            nested=True,
+            tags=run_tags,
+        )
     elif parent:
         experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
         run = mlflow.start_run(
