@@ -1,0 +1,186 @@
+"""BriVL: two towers trained by cross-modal momentum contrast, the whole method in one module.
+
+Per training step (``forward``), on each worker's local batch of B pairs:
+
+1. query embeddings ``q_img = f_img(x)``, ``q_txt = f_txt(t)`` (with gradient);
+2. EMA update of the momentum towers, ``theta_m <- m * theta_m + (1 - m) * theta`` (no grad);
+3. momentum keys ``k_img = f_img_m(x)``, ``k_txt = f_txt_m(t)`` (no grad);
+4. InfoNCE image->text: positive ``k_txt`` of the pair, negatives the text queue; and
+   text->image symmetric; ``loss = loss_i2t + loss_t2i``, temperature ``T``;
+5. keys all-gathered from every worker (rank order) and enqueued FIFO.
+
+The loss is the mean over this worker's samples; averaged over workers (as DDP averages
+gradients) it is the loss of the global batch. Queue slots not yet written are masked out
+of the softmax, so early steps never contrast against random vectors.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from brivl.model.config import BriVLConfig
+from brivl.model.distributed import all_gather_cat, rank_and_world
+from brivl.model.tokenizer import TextTokenizer
+from brivl.model.towers import ImageTower, TextTower
+
+
+def info_nce(query: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float,
+             queue_valid: int | torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE of each query against [its key(s), queue] -> (mean loss, top-1 accuracy).
+
+    query (B, D); keys (B, D) paired row by row, or (N, D) with ``labels`` (B,) giving each
+    query's positive row (in-batch negatives); queue (K, D), only the first ``queue_valid``
+    rows are real keys (the rest are masked out).
+    """
+    if labels is None:
+        pos = (query * keys).sum(dim=1, keepdim=True)  # (B, 1)
+        labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
+    else:
+        pos = query @ keys.t()  # (B, N)
+    neg = query @ queue.t()  # (B, K)
+    empty = torch.arange(queue.shape[0], device=neg.device) >= queue_valid  # (K,) no host sync
+    neg = neg.masked_fill(empty, float("-inf"))
+    logits = torch.cat([pos, neg], dim=1) / temperature  # (B, N + K)
+    loss = F.cross_entropy(logits, labels)
+    acc = (logits.argmax(dim=1) == labels).float().mean()
+    return loss, acc
+
+
+class BriVL(nn.Module):
+    """Image and text towers, their momentum copies, and the two key queues."""
+
+    def __init__(self, config: BriVLConfig, tokenizer: TextTokenizer, load_pretrained: bool = True) -> None:
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.image_tower = ImageTower(config.image, config.embed_dim, load_pretrained)
+        self.text_tower = TextTower(config.text, config.embed_dim, load_pretrained)
+        self.image_tower_m = copy.deepcopy(self.image_tower).requires_grad_(False)
+        self.text_tower_m = copy.deepcopy(self.text_tower).requires_grad_(False)
+        k, d = config.queue_size, config.embed_dim
+        self.register_buffer("image_queue", torch.zeros(k, d))  # (K, D) momentum image keys
+        self.register_buffer("text_queue", torch.zeros(k, d))  # (K, D) momentum text keys
+        self.register_buffer("image_queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("text_queue_ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))  # real keys held
+
+    # -- inference --------------------------------------------------------------------------
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """``{input_ids, attention_mask}``, LongTensor[B, L] each (L <= text.max_length)."""
+        return self.tokenizer(texts)
+
+    def encode_image(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Query image tower: pixels (B, 3, H, W) in [0, 1] -> (B, D), L2-normalised."""
+        return self.image_tower(pixels)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Query text tower -> (B, D), L2-normalised."""
+        return self.text_tower(input_ids, attention_mask)
+
+    def queue_fill(self) -> float:
+        """Fraction of the queue holding real keys."""
+        return int(self.queue_filled) / self.config.queue_size
+
+    # -- momentum bookkeeping -----------------------------------------------------------------
+    def _momentum_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        q_params, k_params = [], []
+        for tower, tower_m in ((self.image_tower, self.image_tower_m), (self.text_tower, self.text_tower_m)):
+            for p, p_m in zip(tower.parameters(), tower_m.parameters(), strict=True):
+                if p.requires_grad:  # frozen parameters stay equal copies: skip them
+                    q_params.append(p.detach())
+                    k_params.append(p_m)
+        return q_params, k_params
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        """``theta_m <- momentum * theta_m + (1 - momentum) * theta`` for every trainable parameter."""
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum={momentum!r}; accepted: 0 <= momentum <= 1")
+        q_params, k_params = self._momentum_pairs()
+        if not q_params:
+            return
+        torch._foreach_mul_(k_params, momentum)
+        torch._foreach_add_(k_params, torch._foreach_mul(q_params, 1.0 - momentum))
+
+    def check_global_batch(self, local_batch: int) -> int:
+        """The global batch; raises if the queue size is not a multiple of it."""
+        _, world = rank_and_world()
+        global_batch = local_batch * world
+        k = self.config.queue_size
+        if k % global_batch:
+            lower = max(global_batch, k // global_batch * global_batch)
+            raise ValueError(
+                f"queue_size={k} is not divisible by the global batch {global_batch} "
+                f"({local_batch} per worker x {world} workers); accepted: a multiple of the "
+                f"global batch, e.g. {lower} or {lower + global_batch}"
+            )
+        return global_batch
+
+    @torch.no_grad()
+    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor) -> None:
+        """All-gather the keys of every worker and write them FIFO at the pointers."""
+        self.check_global_batch(image_keys.shape[0])
+        image_keys = all_gather_cat(image_keys)  # (B_global, D)
+        text_keys = all_gather_cat(text_keys)  # (B_global, D)
+        n, k = image_keys.shape[0], self.config.queue_size
+        for queue, ptr, keys in ((self.image_queue, self.image_queue_ptr, image_keys),
+                                 (self.text_queue, self.text_queue_ptr, text_keys)):
+            start = int(ptr)
+            queue[start:start + n] = keys
+            ptr.fill_((start + n) % k)
+        self.queue_filled.fill_(min(k, int(self.queue_filled) + n))
+
+    # -- training step ------------------------------------------------------------------------
+    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                momentum: float | None = 0.99, enqueue: bool = True) -> dict[str, torch.Tensor]:
+        """One contrastive step on a local batch.
+
+        ``momentum=None`` skips the EMA update and ``enqueue=False`` leaves the queues alone
+        (validation loss). Returns ``loss`` (= loss_i2t + loss_t2i), ``loss_i2t``,
+        ``loss_t2i``, ``acc_i2t``, ``acc_t2i``, the query embeddings ``image_embed`` /
+        ``text_embed`` and the momentum keys ``image_key`` / ``text_key``.
+        """
+        if enqueue:
+            self.check_global_batch(pixels.shape[0])  # fail before any compute
+        q_img = self.image_tower(pixels)  # (B, D)
+        q_txt = self.text_tower(input_ids, attention_mask)  # (B, D)
+        with torch.no_grad():
+            if momentum is not None:
+                self.momentum_update(momentum)
+            k_img = self.image_tower_m(pixels)  # (B, D)
+            k_txt = self.text_tower_m(input_ids, attention_mask)  # (B, D)
+        valid = self.queue_filled  # real keys in the queues (0-d tensor)
+        t = self.config.temperature
+        image_queue, text_queue = self.image_queue, self.text_queue
+        if enqueue and torch.is_grad_enabled():  # backward needs the queues as they are now
+            image_queue, text_queue = image_queue.clone(), text_queue.clone()
+        if self.config.in_batch_negatives:
+            rank, _ = rank_and_world()
+            labels = torch.arange(pixels.shape[0], device=pixels.device) + rank * pixels.shape[0]
+            all_k_img, all_k_txt = all_gather_cat(k_img), all_gather_cat(k_txt)  # (B_global, D)
+            loss_i2t, acc_i2t = info_nce(q_img, all_k_txt, text_queue, t, valid, labels)
+            loss_t2i, acc_t2i = info_nce(q_txt, all_k_img, image_queue, t, valid, labels)
+        else:
+            loss_i2t, acc_i2t = info_nce(q_img, k_txt, text_queue, t, valid)
+            loss_t2i, acc_t2i = info_nce(q_txt, k_img, image_queue, t, valid)
+        if enqueue:
+            self.enqueue(k_img, k_txt)
+        return {
+            "loss": loss_i2t + loss_t2i,
+            "loss_i2t": loss_i2t,
+            "loss_t2i": loss_t2i,
+            "acc_i2t": acc_i2t,
+            "acc_t2i": acc_t2i,
+            "image_embed": q_img,
+            "text_embed": q_txt,
+            "image_key": k_img,
+            "text_key": k_txt,
+        }
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the optimiser should update (query towers, unfrozen part)."""
+        return [p for p in self.parameters() if p.requires_grad]
