@@ -45,7 +45,7 @@ def render(labels: dict, width: int, height: int, seed: int) -> Image.Image:
     cells = _cells(labels["position"], int(labels["count"]), width, height)
     radius = 0.0
     for x0, y0, x1, y1 in cells:
-        r = 0.5 * min(x1 - x0, y1 - y0) * rng.uniform(0.68, 0.9)
+        r = 0.5 * min(x1 - x0, y1 - y0) * rng.uniform(0.75, 0.92)
         cx = (x0 + x1) / 2 + rng.uniform(-0.5, 0.5) * (x1 - x0 - 2 * r)
         cy = (y0 + y1) / 2 + rng.uniform(-0.5, 0.5) * (y1 - y0 - 2 * r)
         _shape(draw, labels["object"], cx, cy, max(r, 2.5), rng.uniform(-20, 20))

@@ -13,6 +13,29 @@ Layout (depth 2 from the seed ``/``)::
     /private/, /private/aNNNN.html   the robots-disallowed section (fault "robots_page")
     /img/NNNNNN.jpg             pictures; /img/private/NNNNNN.jpg (fault "robots"),
                                 /img/NNNNNN.png (fault "bomb"), /img/NNNNNN-loop.jpg (redirect)
+
+What each fault kind serves (``ImageTruth.fault``; ``None`` = clean, ~80% of images):
+
+    robots          /img/private/NNNNNN.jpg on a public page; a valid JPEG (only robots.txt stops it)
+    robots_page     every image of a /private/ article; /img/NNNNNN.jpg, never linked elsewhere
+    optout_meta     every image of an article with <meta name="robots" content="noai, noimageai">
+    optout_header   200 JPEG with ``X-Robots-Tag: noai, noimageai``
+    http_404/500    that status, small HTML body
+    slow            200 JPEG: headers and half the body at once, then a stall of slow_seconds
+    not_image       200 HTML body at a .jpg path (Content-Type image/jpeg for even indexes,
+                    text/html for odd ones)
+    truncated       200 image/jpeg, the first half of a JPEG
+    bomb            200 image/png, ~50 kB, 1-bit PNG whose IHDR says 20000x20000
+    redirect_loop   302 -> NNNNNN-loop.jpg -> 302 -> back to NNNNNN.jpg
+    tiny, aspect    valid JPEG, < 32 px per side / aspect ratio >= 6
+    duplicate       the same bytes as ``source_path`` (a clean image); near_duplicate: the same
+                    picture resized to 90% and/or brightened, re-encoded
+    empty_text      alt="" and no title, figcaption or paragraph
+    overlong_text   alt, title, figcaption and paragraph each >= OVERLONG_CHARS characters
+    spam_text       "BUY NOW cheap ..." keyword spam in every text
+    blocklisted_text  a word of BLOCKLIST_WORDS in every text
+    non_utf8        every image of an article served as windows-1252 (declared in the
+                    Content-Type header and <meta charset>), texts with accents and “quotes”
 """
 
 from __future__ import annotations
@@ -207,6 +230,14 @@ class DemoSite:
     def image_bytes(self, path: str) -> bytes:
         """The encoded picture behind an image path, ignoring its fault (cached)."""
         return self._jpeg(path)
+
+    def warm(self) -> int:
+        """Render every served picture into the cache now (e.g. before timing a download);
+        returns how many."""
+        paths = [im.path for im in self.images if im.width and im.fault != "bomb"]
+        for path in paths:
+            self.image_bytes(path)
+        return len(paths)
 
     def _image_response(self, truth: ImageTruth) -> Response:
         fault = truth.fault
