@@ -24,16 +24,28 @@ INDEX_CODE = ["brivl.retrieval", "brivl.inference", "brivl.model"]
 
 
 def model_identity(checkpoint: str) -> str:
-    """:func:`checkpoint_identity`, with a registry alias (``models:/name@alias``) pinned to
-    the version it points at now, so moving the alias rebuilds the index."""
-    checkpoint = str(checkpoint)
-    if checkpoint.startswith("models:/") and "@" in checkpoint:
-        from mlflow import MlflowClient
+    """Identity of the model an index is built with.
 
-        name, alias = checkpoint[len("models:/") :].split("@", 1)
-        version = MlflowClient().get_model_version_by_alias(name, alias)
-        return f"models:/{name}/{version.version}"
-    return checkpoint_identity(checkpoint)
+    A local checkpoint: :func:`checkpoint_identity` (its manifest hash, or a hash of the
+    encoder's files). A registry URI (``models:/name@alias`` or ``models:/name/3``): the
+    ``brivl.checkpoint_id`` lineage tag ``tasks.register`` puts on the version, i.e. the
+    identity of the checkpoint directory it was registered from, so moving an alias to
+    another version rebuilds, and the same weights by path or by URI share one index.
+    """
+    checkpoint = str(checkpoint)
+    if not checkpoint.startswith("models:/"):
+        return checkpoint_identity(checkpoint)
+    from mlflow import MlflowClient
+
+    rest = checkpoint[len("models:/") :].strip("/")
+    client = MlflowClient()
+    if "@" in rest:
+        version = client.get_model_version_by_alias(*rest.split("@", 1))
+    elif "/" in rest and rest.split("/", 1)[1].isdigit():
+        version = client.get_model_version(*rest.split("/", 1))
+    else:
+        return checkpoint
+    return version.tags.get("brivl.checkpoint_id") or f"models:/{version.name}/{version.version}"
 
 
 def _index_cache_key(context: Any, parameters: dict[str, Any]) -> str:

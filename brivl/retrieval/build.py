@@ -46,7 +46,9 @@ REJECTED = "rejected.parquet"
 METADATA_COLUMNS = ("key", "caption", "url", "split")
 REQUIRED_SHARD_COLUMNS = ("key", "image", "caption")
 MODALITIES = {"image": "img_emb", "text": "text_emb"}
-CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json")  # what the encoder reads
+# the files that define a BriVL checkpoint's encoder (the same identity tasks.register tags
+# registered versions with, so an index built from a directory is found again by model URI)
+CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "checkpoint.json")
 
 
 @dataclass
