@@ -54,6 +54,10 @@ def download_task(
     run = resolve_download(candidates_dir, config, out_dir)
     if run.done:
         return str(run.out_dir)
+    if settings.distributor == "ray":
+        from tasks.ray_runtime import ensure_ray
+
+        ensure_ray()  # img2dataset's ray distributor expects a running Ray
     with progress("download shards", None) as advance:
         run_download(
             candidates_dir,
