@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pyarrow.parquet as pq
 import pytest
@@ -175,3 +176,14 @@ def test_config_rejects_unknown_keys():
         CrawlConfig.from_dict({"max_pagez": 3})
     config = CrawlConfig.from_dict({"allow_cidrs": ["127.0.0.1/32"], "caption": {"min_chars": 2}})
     assert config.allow_cidrs == ("127.0.0.1/32",) and config.caption.min_chars == 2
+
+
+def test_robots_crawl_delay_spaces_requests_to_a_host():
+    from brivl.demo import DemoConfig, build_site, serve
+
+    with serve(build_site(DemoConfig(n_images=60, seed=2, crawl_delay=0.3))) as server:
+        start = time.monotonic()
+        out = crawl_pages(server.seed_urls, CrawlConfig(allow_cidrs=LOOPBACK, max_pages=4))
+        elapsed = time.monotonic() - start
+    assert sum(p["outcome"] == "fetched" for p in out.pages) == 4
+    assert elapsed >= 3 * 0.3  # four page fetches, each start >= 0.3 s after the previous
