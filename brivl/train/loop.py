@@ -1,0 +1,365 @@
+"""The pretraining loop: a plain function of (config, batches, report callback, checkpoint dir).
+
+It runs alone in one process (a Python iterator over shards) or as the body of a Ray Train
+worker (the caller passes Ray's dataset iterator and ``ray.train.report``); it never imports
+Ray. With a ``torch.distributed`` process group it averages gradients across workers (the
+model all-gathers its momentum keys itself).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Generator, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from brivl.model import BriVL, build_config, create_model, load_checkpoint, save_checkpoint
+from brivl.model.tokenizer import train_tokenizer
+from brivl.train.config import TrainConfig
+from brivl.train.data import prefetch
+from brivl.train.schedule import lr_at, momentum_at
+from brivl.train.state import (
+    latest_checkpoint,
+    load_training_checkpoint,
+    read_trainer_state,
+    save_training_checkpoint,
+    seed_everything,
+)
+
+METRICS_LOG = "metrics.jsonl"
+Report = Callable[[dict[str, Any]], None]
+
+
+def needs_tokenizer(config: TrainConfig) -> bool:
+    """True when the model has no tokenizer of its own (one is trained on the captions)."""
+    cfg = build_config(config.model, config.model_overrides)
+    return cfg.text.encoder == "scratch" and cfg.text.tokenizer is None
+
+
+def build_model(config: TrainConfig, captions: Iterable[str] | None = None) -> BriVL:
+    """A fresh model for ``config`` (seeded); trains a tokenizer on ``captions`` if needed."""
+    tokenizer = None
+    if needs_tokenizer(config):
+        if captions is None:
+            raise ValueError(
+                f"{config.model} trains its tokenizer on the corpus: pass the training captions"
+            )
+        tokenizer = train_tokenizer(captions, vocab_size=config.vocab_size)
+    torch.manual_seed(config.seed)
+    return create_model(config.model, tokenizer=tokenizer, **config.model_overrides)
+
+
+def prepare_initial_checkpoint(config: TrainConfig | dict, captions: Iterable[str],
+                               out_dir: str | Path) -> Path:
+    """Build the starting model once and save it, so every worker starts from the same weights."""
+    config = _as_config(config)
+    return save_checkpoint(build_model(config, captions), out_dir)
+
+
+def make_optimizer(model: BriVL, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters; no weight decay on biases and norm weights."""
+    decay, no_decay = [], []
+    for _, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": config.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+
+
+def train(
+    config: TrainConfig | dict,
+    batches: Iterable[dict] | Callable[[int], Iterable[dict]],
+    report: Report | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = True,
+    *,
+    init_checkpoint: str | Path | None = None,
+    captions: Iterable[str] | None = None,
+    samples_per_epoch: int | None = None,
+    prefetch_batches: int = 2,
+) -> dict[str, Any]:
+    """Pretrain; return ``{step, checkpoint, resumed_from, metrics, samples_seen}``.
+
+    ``batches``: an iterable of batches (columns ``pixels`` uint8/float [B, 3, S, S],
+    ``caption``; optional ``valid``), or a callable ``batches(skip)`` that starts at batch
+    number ``skip`` (cheap resume). On resume from the newest checkpoint in
+    ``checkpoint_dir`` the batches already consumed are skipped, so the run continues exactly
+    where the checkpointed one was. The model comes from that checkpoint, else from
+    ``init_checkpoint``, else is built fresh (a tokenizer trained on ``captions`` if the model
+    needs one). ``report(metrics)`` is called on every worker every ``report_every`` steps.
+    """
+    config = _as_config(config)
+    rank, world = _rank_world()
+    device = _device(config.device)
+    latest = latest_checkpoint(checkpoint_dir) if resume else None
+    state: dict[str, Any] = {"batches_consumed": 0, "samples_seen": 0, "bad_samples": 0,
+                             "skipped_batches": 0}
+    if latest is not None:
+        model, optimizer, saved = load_training_checkpoint(
+            latest, lambda m: make_optimizer(m.to(device), config), map_location=device)
+        _check_resumable(saved, config, latest)
+        state.update({k: saved[k] for k in state if k in saved})
+        step = int(saved["step"])
+    else:
+        seed_everything(config.seed)
+        model = load_checkpoint(init_checkpoint) if init_checkpoint else build_model(config, captions)
+        model.to(device)
+        optimizer = make_optimizer(model, config)
+        seed_everything(config.seed * 1000 + rank)  # per-worker randomness (dropout)
+        step = 0
+    samples_per_epoch = samples_per_epoch or getattr(batches, "samples_per_epoch", None)
+    if config.steps is None and not samples_per_epoch:
+        raise ValueError("config.epochs needs samples_per_epoch (or batches.samples_per_epoch)")
+    total = config.total_steps(samples_per_epoch or 0, world)
+    model.train()
+    runner = _Runner(config, model, optimizer, device, world, total)
+    source = _start(batches, state["batches_consumed"], prefetch_batches)
+    log = Path(checkpoint_dir) / METRICS_LOG if checkpoint_dir and rank == 0 else None
+    checkpoint = latest
+    meter = _Meter()
+    try:
+        step, checkpoint, last = _loop(config, runner, source, state, meter, step, total, report,
+                                       checkpoint_dir, checkpoint, log, samples_per_epoch)
+    finally:
+        source.close()
+    return {"step": step, "total_steps": total, "checkpoint": str(checkpoint) if checkpoint else None,
+            "resumed_from": str(latest) if latest else None,
+            "resumed_from_step": int(read_trainer_state(latest)["step"]) if latest else 0,
+            "metrics": last,
+            "samples_seen": state["samples_seen"], "model": model}
+
+
+def _loop(config, runner, source, state, meter, step, total, report, checkpoint_dir, checkpoint,
+          log, samples_per_epoch):
+    """Steps until ``total`` (or the data ends); reports and checkpoints on schedule."""
+    model, optimizer, world = runner.model, runner.optimizer, runner.world
+    last: dict[str, Any] = {}
+    while step < total:
+        with meter.waiting():
+            batch = next(source, None)
+        if batch is None:
+            break  # the data ran out before `total` steps
+        state["batches_consumed"] += 1
+        prepared = runner.prepare(batch)
+        if prepared is None:  # short, or not one decodable image
+            state["skipped_batches"] += 1
+            continue
+        pixels, texts, bad = prepared
+        state["bad_samples"] += bad
+        out = runner.step(step, pixels, texts)
+        step += 1
+        state["samples_seen"] += config.batch_size * world
+        meter.add(out)
+        if step % config.report_every == 0 or step == total:
+            last = meter.flush(step, runner, state, model)
+            _log_metrics(log, last)
+            if report is not None:
+                report(last)
+        if checkpoint_dir is not None and (step % config.checkpoint_every == 0 or step == total):
+            checkpoint = save_training_checkpoint(
+                checkpoint_dir, step, model, optimizer,
+                {**state, "epoch": _epoch(state, config, world, samples_per_epoch),
+                 "total_steps": total, "config": config.to_dict(), "metrics": last},
+                keep=config.keep_checkpoints)
+    return step, checkpoint, last
+
+
+class _Runner:
+    """One optimisation step: schedules, autocast, backward, gradient averaging, clipping."""
+
+    def __init__(self, config: TrainConfig, model: BriVL, optimizer: torch.optim.Optimizer,
+                 device: torch.device, world: int, total: int) -> None:
+        self.config, self.model, self.optimizer = config, model, optimizer
+        self.device, self.world, self.total = device, world, total
+        self.params = [p for g in optimizer.param_groups for p in g["params"]]
+        self.autocast = config.bf16 and device.type == "cuda"
+        self.lr = self.momentum = 0.0
+        self.grad_norm = torch.zeros((), device=device)
+
+    def prepare(self, batch: dict[str, Any]) -> tuple[torch.Tensor, list[str], int] | None:
+        """Pixels on the device as float [0, 1], captions; bad rows replaced by good ones."""
+        captions = [str(c) for c in batch["caption"]]
+        pixels = torch.as_tensor(np.asarray(batch["pixels"])) if not torch.is_tensor(
+            batch["pixels"]) else batch["pixels"]
+        if len(captions) != self.config.batch_size or pixels.shape[0] != len(captions):
+            return None  # a short batch (last of an iterable) would desynchronise the queues
+        bad = 0
+        if "valid" in batch:
+            valid = np.asarray(batch["valid"], dtype=bool)
+            if not valid.all():
+                good = np.flatnonzero(valid)
+                if len(good) == 0:
+                    return None
+                bad = int((~valid).sum())
+                fill = good[np.arange(len(valid)) % len(good)]
+                rows = np.where(valid, np.arange(len(valid)), fill)
+                pixels = pixels[torch.as_tensor(rows)]
+                captions = [captions[i] for i in rows]
+        pixels = pixels.to(self.device, non_blocking=True)
+        if pixels.dtype == torch.uint8:
+            pixels = pixels.float().div_(255.0)
+        return pixels, captions, bad
+
+    def step(self, step: int, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        self.lr = lr_at(step, self.total, cfg.lr, cfg.warmup_steps, cfg.min_lr)
+        self.momentum = momentum_at(step, self.total, cfg.momentum_start, cfg.momentum_end)
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr
+        tokens = {k: v.to(self.device) for k, v in self.model.tokenize(captions).items()}
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            out = self.model(pixels, tokens["input_ids"], tokens["attention_mask"],
+                             momentum=self.momentum)
+        out["loss"].backward()
+        if self.world > 1:
+            _average_gradients(self.params, self.world)
+        if cfg.grad_clip is not None:
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return {k: out[k].detach() for k in ("loss", "loss_i2t", "loss_t2i", "acc_i2t", "acc_t2i")}
+
+
+class _Meter:
+    """Accumulates step outputs and time spent waiting for data between reports."""
+
+    NAMES = ("loss", "loss_i2t", "loss_t2i", "acc_i2t", "acc_t2i")
+
+    def __init__(self) -> None:
+        self.start = self.interval_start = time.perf_counter()
+        self.wait = 0.0
+        self.sums: torch.Tensor | None = None
+        self.steps = 0
+
+    def waiting(self) -> _Timer:
+        return _Timer(self)
+
+    def add(self, out: dict[str, torch.Tensor]) -> None:
+        values = torch.stack([out[k].float() for k in self.NAMES])
+        self.sums = values if self.sums is None else self.sums + values
+        self.steps += 1
+
+    def flush(self, step: int, runner: _Runner, state: dict[str, Any], model: BriVL) -> dict[str, Any]:
+        now = time.perf_counter()
+        elapsed = now - self.interval_start
+        means = self.sums / self.steps
+        timing = torch.tensor([self.wait, elapsed], dtype=torch.float64)
+        if runner.world > 1:
+            dist.all_reduce(means.div_(runner.world))
+            dist.all_reduce(timing, op=dist.ReduceOp.MAX)  # the slowest worker's view
+        values = dict(zip(self.NAMES, means.tolist(), strict=True))
+        wait, elapsed = timing.tolist()
+        metrics = {
+            "step": step,
+            **values,
+            "lr": runner.lr,
+            "momentum": runner.momentum,
+            "queue_fill": model.queue_fill(),
+            "grad_norm": float(runner.grad_norm),
+            "samples_per_s": self.steps * runner.config.batch_size * runner.world / max(elapsed, 1e-9),
+            "data_wait_frac": wait / max(elapsed, 1e-9),
+            "samples_seen": state["samples_seen"],
+            "bad_samples": state["bad_samples"],
+            "skipped_batches": state["skipped_batches"],
+            "elapsed_s": now - self.start,
+        }
+        self.interval_start, self.wait, self.sums, self.steps = now, 0.0, None, 0
+        return metrics
+
+
+class _Timer:
+    def __init__(self, meter: _Meter) -> None:
+        self.meter = meter
+
+    def __enter__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.meter.wait += time.perf_counter() - self.t0
+
+
+def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
+    """All-reduce the mean gradient across workers in one flat buffer."""
+    grads = []
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        grads.append(p.grad)
+    flat = torch._utils._flatten_dense_tensors(grads)
+    dist.all_reduce(flat)
+    flat.div_(world)
+    for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
+        g.copy_(synced)
+
+
+def _start(batches: Any, skip: int, depth: int) -> Generator[dict, None, None]:
+    if callable(batches):  # batches(skip) starts at batch number `skip` by itself
+        source = iter(batches(skip))
+    else:
+        source = iter(batches)
+        for _ in range(skip):  # an opaque iterable: consume what was already trained on
+            if next(source, None) is None:
+                break
+    return prefetch(source, depth)
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
+    before = saved.get("config", {}).get("batch_size")
+    if before is not None and before != config.batch_size:
+        raise ValueError(
+            f"{path}: checkpoint was trained with batch_size={before}, this run asks for "
+            f"{config.batch_size}; accepted: the same batch size, or resume=False / a new "
+            "checkpoint directory"
+        )
+
+
+def _epoch(state: dict[str, Any], config: TrainConfig, world: int, samples_per_epoch: int | None) -> float:
+    if not samples_per_epoch:
+        return math.nan
+    return state["samples_seen"] / samples_per_epoch
+
+
+def _log_metrics(path: Path | None, metrics: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        handle.write(json.dumps(metrics) + "\n")
+
+
+def read_metrics_log(checkpoint_dir: str | Path) -> list[dict[str, Any]]:
+    """The reported metrics of a run, one per report step (a resumed run's repeats dropped)."""
+    path = Path(checkpoint_dir) / METRICS_LOG
+    if not path.is_file():
+        return []
+    by_step: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            row = json.loads(line)
+            by_step[int(row["step"])] = row
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _as_config(config: TrainConfig | dict) -> TrainConfig:
+    return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+
+
+def _rank_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
+    return torch.device(name)

@@ -1,0 +1,79 @@
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+from brivl.model.preprocess import load_images
+from brivl.train import AugmentConfig, decode_augment_batch, random_resized_crop_box
+
+
+def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> bytes:
+    img = Image.new("RGB", size, colour)
+    img.paste((255, 255, 255), (10, 10, 30, 30))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95)
+    return buf.getvalue()
+
+
+def _batch(n: int = 4) -> dict:
+    return {"image": [_jpeg((40 * i, 100, 200 - 30 * i)) for i in range(n)],
+            "caption": [f"caption {i}" for i in range(n)], "key": [f"k{i}" for i in range(n)]}
+
+
+def test_seeded_augmentation_is_a_function_of_seed_epoch_and_key() -> None:
+    aug = AugmentConfig()
+    a = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=0)
+    b = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=0)
+    c = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=1)
+    assert a["pixels"].shape == (4, 3, 32, 32) and a["pixels"].dtype == np.uint8
+    np.testing.assert_array_equal(a["pixels"], b["pixels"])
+    assert not np.array_equal(a["pixels"], c["pixels"])
+    # the same key gives the same pixels whatever batch it is decoded in
+    single = {k: v[2:3] for k, v in _batch().items()}
+    d = decode_augment_batch(single, image_size=32, augment=aug, seed=7, epoch=0)
+    np.testing.assert_array_equal(d["pixels"][0], a["pixels"][2])
+    assert list(a["caption"]) == [f"caption {i}" for i in range(4)]
+
+
+def test_without_augmentation_pixels_are_the_evaluation_preprocessing() -> None:
+    img = Image.new("RGB", (120, 40), (230, 20, 20))  # red | green | blue thirds
+    img.paste((20, 200, 20), (40, 0, 80, 40))
+    img.paste((20, 20, 230), (80, 0, 120, 40))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=95)
+    out = decode_augment_batch({"image": [buf.getvalue()], "caption": ["x"]}, image_size=16,
+                               augment=None)["pixels"][0].astype(float)
+    expected = load_images([buf.getvalue()], 16)[0].numpy() * 255  # resize + centre crop
+    assert np.abs(out - expected).mean() < 6
+    assert out[1].mean() > 150 and out[0].mean() < 60  # the green centre, not squashed thirds
+
+
+def test_greyscale_and_jitter_change_colour_but_not_shape() -> None:
+    grey = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=0.0,
+                         grayscale_p=1.0, hflip_p=0.0)
+    out = decode_augment_batch(_batch(), image_size=24, augment=grey, seed=1)["pixels"]
+    assert np.abs(out[:, 0].astype(int) - out[:, 1]).max() <= 1
+    jitter = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=1.0,
+                           grayscale_p=0.0, hflip_p=0.0, hue=0.5)
+    plain = decode_augment_batch(_batch(), image_size=24, augment=None)["pixels"]
+    moved = decode_augment_batch(_batch(), image_size=24, augment=jitter, seed=1)["pixels"]
+    assert np.abs(moved.astype(int) - plain).mean() > 5
+
+
+def test_a_bad_image_becomes_a_flagged_row_not_an_exception() -> None:
+    batch = _batch(3)
+    batch["image"][1] = b"not a jpeg"
+    out = decode_augment_batch(batch, image_size=16, augment=AugmentConfig(), seed=0)
+    assert out["valid"].tolist() == [True, False, True]
+    assert "UnidentifiedImageError" in out["error"][1] and out["pixels"][1].max() == 0
+
+
+def test_random_resized_crop_box_stays_inside_and_respects_the_scale() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        left, top, right, bottom = random_resized_crop_box(100, 50, (0.3, 0.6), (0.75, 1.33), rng)
+        assert 0 <= left < right <= 100 and 0 <= top < bottom <= 50
+    # an impossible request falls back to a centred crop within the ratio range
+    assert random_resized_crop_box(100, 10, (1.0, 1.0), (1.0, 1.0), rng) == (45, 0, 55, 10)
