@@ -1,0 +1,46 @@
+"""``brivl generate "text"``: Algorithm 2 — text-to-image through a trained generator, as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from flows.commands.visualize import add_common, finish, load_or_fail
+
+HELP = "optimise a generator's latent so its image matches a text (Algorithm 2); write a PNG"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common(parser, steps=200)
+    parser.add_argument(
+        "--generator", type=Path, required=True, help="generator directory (the generator stage)"
+    )
+    parser.add_argument(
+        "--snap", action="store_true", help="snap the latent to the codebook at every step"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from brivl.interpret.common import AugmentConfig
+    from brivl.interpret.generate import GenerateConfig, generate
+    from brivl.interpret.vqgan import load_generator
+
+    model = load_or_fail(args.model)
+    if model is None:
+        return 2
+    try:
+        generator = load_generator(args.generator)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"brivl generate: {exc}", file=sys.stderr)
+        return 2
+    config = GenerateConfig(
+        steps=args.steps,
+        size=args.size,
+        lr=args.lr,
+        seed=args.seed,
+        snap_to_codebook=args.snap,
+        augment=AugmentConfig(n_views=args.views),
+    )
+    result = generate(model, generator, args.text, config)  # type: ignore[arg-type]
+    return finish(result.image, result.trace, args.out, f"generate {args.text!r}")
