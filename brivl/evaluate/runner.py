@@ -163,8 +163,8 @@ _MIN_ROWS = {"vqa": 2}
 
 def resolve_sets(eval_dir_or_sets: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
     """A directory becomes its known-named sets; a mapping is taken as name -> path."""
-    if isinstance(eval_dir_or_sets, Mapping):
-        return {str(k): Path(v) for k, v in eval_dir_or_sets.items()}
+    if isinstance(eval_dir_or_sets, Mapping):  # sidecars (classes.json) are not sets
+        return {str(k): Path(v) for k, v in eval_dir_or_sets.items() if Path(v).suffix != ".json"}
     return datasets.discover(eval_dir_or_sets)
 
 

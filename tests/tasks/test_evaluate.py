@@ -1,0 +1,103 @@
+"""The evaluate stage: a tiny checkpoint on the demo web's held-out eval sets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from brivl.manifest import read_manifest
+from tasks import evaluate
+
+CAPTIONS = ["a red square", "a blue circle on white", "green triangle", "a photo of a dog"] * 3
+CONFIG = {"vqa_head": {"hidden": 16, "epochs": 20}, "batch_size": 16}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from brivl.model import create_model, save_checkpoint
+    from brivl.model.tokenizer import train_tokenizer
+
+    torch.manual_seed(0)
+    model = create_model(
+        "brivl-tiny", tokenizer=train_tokenizer(CAPTIONS, vocab_size=200, min_frequency=1)
+    )
+    return str(save_checkpoint(model, tmp_path_factory.mktemp("ckpt")))
+
+
+@pytest.fixture(scope="module")
+def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from brivl.demo.site import DemoConfig, build_site
+
+    out = tmp_path_factory.mktemp("evalsets")
+    build_site(DemoConfig(n_images=120)).eval_sets(
+        out, n_zeroshot=12, n_retrieval=6, n_text=12, n_vqa=8
+    )
+    return out
+
+
+def _runs(stage: str) -> list:
+    return mlflow.search_runs(
+        search_all_experiments=True,
+        filter_string=f"tags.`brivl.stage` = '{stage}'",
+        output_format="list",
+    )
+
+
+def test_evaluate_stage_writes_logs_and_caches(
+    checkpoint: str, eval_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    metrics = evaluate.evaluate_task.fn(checkpoint, str(eval_dir), CONFIG, out_dir=str(out))
+    for key in (
+        "retrieval/i2t_r1",
+        "retrieval/t2i_r10",
+        "zeroshot_images/top1",
+        "zeroshot_text/top1",
+        "vqa/acc",
+    ):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["retrieval/n_captions"] == 30 and metrics["zeroshot_images/n_classes"] == 10
+    assert metrics["vqa/n_train"] == 4  # the demo's split column: alternating train/test
+    body = read_manifest(out)
+    assert body["stage"] == "evaluate" and body["row_counts"]["retrieval"] == 6
+    assert {"metrics.json", "skipped.json", "retrieval_grid.png"} <= set(body["files"])
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+
+    (first,) = _runs("evaluate")
+    assert first.data.metrics["retrieval/mean_recall"] == pytest.approx(
+        metrics["retrieval/mean_recall"]
+    )
+    assert first.data.params["config.vqa_head.epochs"] == "20"
+    assert first.data.tags["brivl.cached"] == "False"
+    assert first.data.tags["brivl.evaluate.manifest_hash"] == body["hash"]
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.info.run_id, "images")}
+    assert artifacts == {"images/retrieval_grid.png"}
+
+    again = evaluate.evaluate_task.fn(checkpoint, str(eval_dir), CONFIG, out_dir=str(out))
+    assert again == metrics and read_manifest(out)["created_at"] == body["created_at"]
+    assert sorted(r.data.tags["brivl.cached"] for r in _runs("evaluate")) == ["False", "True"]
+
+
+def test_cache_key_follows_checkpoint_eval_files_and_config(
+    checkpoint: str, eval_dir: Path, tmp_path: Path
+) -> None:
+    sets = {"retrieval": str(eval_dir / "retrieval.parquet")}
+
+    def key(**kw: object) -> str:
+        params = {"checkpoint_dir": checkpoint, "eval_sets": sets, "config": CONFIG}
+        return evaluate._cache_key(None, {**params, **kw})
+
+    base = key()
+    assert base == key() and base.startswith("evaluate-")
+    assert key(config={**CONFIG, "batch_size": 8}) != base
+    copy = tmp_path / "retrieval.parquet"
+    copy.write_bytes((eval_dir / "retrieval.parquet").read_bytes())
+    assert key(eval_sets={"retrieval": str(copy)}) != base  # classes.json sidecar missing
+    (tmp_path / "classes.json").write_bytes((eval_dir / "classes.json").read_bytes())
+    assert key(eval_sets={"retrieval": str(copy)}) == base  # same content, same key
+    copy.write_bytes((eval_dir / "zeroshot_text.parquet").read_bytes())
+    assert key(eval_sets={"retrieval": str(copy)}) != base
