@@ -15,7 +15,7 @@ import struct
 import zlib
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageEnhance
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from brivl.demo.vocab import COLOURS
 
@@ -32,7 +32,7 @@ REGIONS = {  # (x0, y0, x1, y1) as fractions of the canvas
     "right": (0.5, 0.0, 1.0, 1.0),
     "top": (0.0, 0.0, 1.0, 0.5),
     "bottom": (0.0, 0.5, 1.0, 1.0),
-    "centre": (0.2, 0.2, 0.8, 0.8),
+    "centre": (0.17, 0.17, 0.83, 0.83),
 }
 
 
@@ -50,9 +50,14 @@ def render(labels: dict, width: int, height: int, seed: int) -> Image.Image:
         cy = (y0 + y1) / 2 + rng.uniform(-0.5, 0.5) * (y1 - y0 - 2 * r)
         _shape(draw, labels["object"], cx, cy, max(r, 2.5), rng.uniform(-20, 20))
         radius = max(radius, r)
-    texture = _texture(labels["colour"], labels["texture"], width, height, radius, rng)
-    inside = (np.asarray(mask) > 127)[..., None]
-    return Image.fromarray(np.where(inside, texture, canvas), "RGB")
+    texture, dark = _texture(labels["colour"], labels["texture"], width, height, radius, rng)
+    # a dark outline keeps each silhouette readable whatever the texture and background
+    k = 3 if min(width, height) < 160 else 5
+    core = np.asarray(mask.filter(ImageFilter.MinFilter(k))) > 127
+    inside = np.asarray(mask) > 127
+    out = np.where(inside[..., None], texture, canvas)
+    out[inside & ~core] = dark
+    return Image.fromarray(out, "RGB")
 
 
 def jpeg(image: Image.Image, quality: int = 88) -> bytes:
@@ -120,13 +125,13 @@ def _background(kind: str, width: int, height: int, rng: np.random.Generator) ->
         )[direction][..., None]
         canvas = canvas * (1 - t) + other * t
     elif kind == "noise":
-        canvas = canvas + 30 * rng.standard_normal((height, width, 3), dtype=np.float32)
+        canvas = canvas + 24 * rng.standard_normal((height, width, 3), dtype=np.float32)
     elif kind == "grid":
         step = int(rng.integers(9, 18))
         lines = np.zeros((height, width), bool)
         lines[:, int(rng.integers(step)) :: step] = True
         lines[int(rng.integers(step)) :: step, :] = True
-        canvas = np.where(lines[..., None], canvas - 80, canvas)
+        canvas = np.where(lines[..., None], canvas - 55, canvas)
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
@@ -231,13 +236,14 @@ def _shape(
 
 def _texture(
     colour: str, texture: str, width: int, height: int, radius: float, rng: np.random.Generator
-) -> np.ndarray:
+) -> tuple[np.ndarray, np.ndarray]:
     main = np.clip(np.array(COLOURS[colour], np.float32) + rng.uniform(-12, 12, 3), 0, 255)
-    light = (main * 0.35 + 255 * 0.65).astype(np.uint8)
+    light = (main * 0.45 + 255 * 0.55).astype(np.uint8)
+    dark = (main * 0.4).astype(np.uint8)
     main = main.astype(np.uint8)
     if texture == "solid":
-        return np.broadcast_to(main, (height, width, 3))
-    period = max(4, int(radius * rng.uniform(0.45, 0.6)))
+        return np.broadcast_to(main, (height, width, 3)), dark
+    period = max(4, int(radius * rng.uniform(0.55, 0.75)))
     ys, xs = np.ogrid[0:height, 0:width]
     if texture == "striped":
         direction = int(rng.integers(3))
@@ -251,4 +257,4 @@ def _texture(
         second = (xs // q + ys // q) % 2 == 1
     else:
         raise ValueError(f"unknown texture {texture!r}")
-    return np.where(second[..., None], light, main)
+    return np.where(second[..., None], light, main), dark
