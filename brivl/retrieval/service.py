@@ -196,10 +196,21 @@ def _add_front(app: Any) -> None:
 class SearchServer:
     """The kNN service on a loopback port; ``start()`` serves in a background thread."""
 
-    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0) -> None:
-        from werkzeug.serving import make_server
+    def __init__(
+        self, app: Any, host: str = "127.0.0.1", port: int = 0, log_requests: bool = True
+    ) -> None:
+        from werkzeug.serving import WSGIRequestHandler, make_server
 
-        self._server = make_server(host, port, app, threaded=True)
+        class Handler(WSGIRequestHandler):
+            # keep-alive: a client's connection keeps its handler thread, instead of a new
+            # TCP connection and thread per query (HTTP/1.0, what clip_back's app.run does)
+            protocol_version = "HTTP/1.1"
+
+            def log_request(self, *args: Any, **kwargs: Any) -> None:
+                if log_requests:
+                    super().log_request(*args, **kwargs)
+
+        self._server = make_server(host, port, app, threaded=True, request_handler=Handler)
         self.host, self.port = host, self._server.server_port
         self._thread: threading.Thread | None = None
 
@@ -260,7 +271,16 @@ class SearchIndex:
         index_dir = Path(index_dir).resolve()
         if encoder is None:
             encoder = load_encoder(index_checkpoint(index_dir))
-        return cls(index_dir, encoder, load_resources(index_dir, encoder, **options))
+        resources = load_resources(index_dir, encoder, **options)
+        dim = getattr(encoder, "dim", None)
+        for name, resource in resources.items():
+            index = resource.image_index or resource.text_index
+            if dim is not None and index is not None and index.d != dim:
+                raise ValueError(
+                    f"{index_dir}: index {name!r} holds {index.d}-d embeddings but the model gives "
+                    f"{dim}-d ones; query with the model the index was built with"
+                )
+        return cls(index_dir, encoder, resources)
 
     @property
     def names(self) -> list[str]:
@@ -300,9 +320,11 @@ class SearchIndex:
     def app(self, front: bool = True) -> Any:
         return create_app(self.resources, front=front)
 
-    def server(self, port: int = 0, host: str = "127.0.0.1") -> SearchServer:
+    def server(
+        self, port: int = 0, host: str = "127.0.0.1", log_requests: bool = True
+    ) -> SearchServer:
         """An HTTP server for this index (not started)."""
-        return SearchServer(self.app(), host=host, port=port)
+        return SearchServer(self.app(), host=host, port=port, log_requests=log_requests)
 
 
 def index_checkpoint(index_dir: str | Path) -> str:

@@ -140,3 +140,19 @@ def test_moved_index_still_loads(built_index: Path, encoder, tmp_path: Path) -> 
     (moved / "indices_paths.json").write_text('{"brivl": {"indice_folder": "/nowhere/index"}}')
     index = SearchIndex.open(moved, encoder)
     assert index.resources["brivl"].image_index.ntotal == 20
+
+
+def test_a_model_of_another_dimension_is_refused(built_index: Path) -> None:
+    from brivl.retrieval.service import SearchIndex
+
+    class Wide:
+        dim = 7
+
+        def encode_images(self, images, batch_size=64):
+            return np.ones((len(images), 7), np.float32)
+
+        def encode_texts(self, texts, batch_size=64):
+            return np.ones((len(texts), 7), np.float32)
+
+    with pytest.raises(ValueError, match="128-d embeddings but the model gives 7-d"):
+        SearchIndex.open(built_index, Wide())
