@@ -1,0 +1,42 @@
+"""The data flow: crawl → download → filter → shard, each stage a cached Prefect task."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from brivl.env import apply_defaults
+
+apply_defaults()
+
+from prefect import flow  # noqa: E402
+
+from brivl.manifest import read_manifest  # noqa: E402
+from flows.ingest import ingest_flow  # noqa: E402
+from tasks.filter import filter_task  # noqa: E402
+from tasks.shard import shard_task  # noqa: E402
+
+STAGES = ("crawl", "download", "filter", "shard")
+
+
+@flow(name="brivl-data")
+def data_flow(
+    seeds: list[str],
+    crawl_config: dict | None = None,
+    download_config: dict | None = None,
+    filter_config: dict | None = None,
+    shard_config: dict | None = None,
+    refresh: str = "",
+) -> dict[str, Any]:
+    """Seeds → training shards. Returns each stage's output directory and row counts."""
+    ingest = ingest_flow(seeds, crawl_config, download_config, refresh)
+    filter_dir = filter_task(ingest["download_dir"], filter_config or {})
+    shard_dir = shard_task(filter_dir, shard_config or {})
+
+    dirs = {
+        "crawl_dir": ingest["candidates_dir"],
+        "download_dir": ingest["download_dir"],
+        "filter_dir": filter_dir,
+        "shard_dir": shard_dir,
+    }
+    counts = {stage: read_manifest(dirs[f"{stage}_dir"])["row_counts"] for stage in STAGES}
+    return {**dirs, "counts": counts}
