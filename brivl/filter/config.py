@@ -11,8 +11,9 @@ from typing import Any
 # Per-row rules (image first: a bad image makes the pair useless whatever its text says):
 ROW_RULES = (
     "undecodable",  # no bytes, not an image, truncated, or more pixels than max_image_pixels
+    "aspect_ratio",  # longer side / shorter side > max_aspect_ratio (before size: a banner
+    #                  is named a banner even when its short side is also small)
     "image_too_small",  # shorter side < min_image_side (original size when the input has it)
-    "aspect_ratio",  # longer side / shorter side > max_aspect_ratio
     "caption_too_short",  # fewer than min_caption_chars characters or min_caption_words words
     "caption_too_long",  # more than max_caption_chars characters or max_caption_words words
     "blocklist",  # a blocklisted word or phrase (whole words, case-insensitive)
@@ -79,7 +80,7 @@ class FilterConfig:
     allow_undetermined_language: bool = True  # keep captions the detector cannot place
     dedup_exact: bool = True  # sha256 of the image bytes
     near_dup_max_distance: int = 8  # Hamming distance of a per-channel pHash; -1: off
-    near_dup_max_pixel_diff: float = 40.0  # confirm on 16x16 thumbnails (0..255 scale)
+    near_dup_max_pixel_diff: float = 55.0  # confirm on 32x32 thumbnails (0..255 scale)
     dedup_url: bool = True
     max_identical_captions: int = 5  # kept rows sharing one normalised caption; 0: no cap
 

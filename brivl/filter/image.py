@@ -2,11 +2,13 @@
 
 The perceptual hash is imagehash's pHash algorithm (DCT of a 32x32 picture, its 8x8 lowest
 frequencies against their median; :func:`phash_bits` gives the same bits as ``imagehash.phash``
-on the same 32x32 channel), computed per colour channel of a bilinear 32x32 reduction: web pictures whose structure lives in colour
-rather than brightness (a yellow shape on a grey page) hash to noise in greyscale. A Hamming
-match on any channel makes two images near-duplicate *candidates*; the match is confirmed on
-16x16 thumbnails after fitting brightness/contrast per channel, so a pHash collision between
-two different flat pictures does not drop either.
+on the same 32x32 channel), computed per colour channel of a bilinear 32x32 reduction: web
+pictures whose structure lives in colour rather than brightness (a yellow shape on a grey
+page) hash to noise in greyscale. A Hamming match on any channel makes two images
+near-duplicate *candidates*; the match is confirmed on the 32x32 thumbnails after fitting
+brightness and contrast (one gain for all channels, an offset per channel), so a pHash
+collision between two different flat pictures, or the same layout in other colours, does
+not drop either.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from PIL import Image
 
 HASH_SIDE = 32  # pHash works on a 32x32 picture ...
 LOW = 8  # ... and keeps its 8x8 lowest DCT frequencies: 64 bits
-THUMB_SIDE = 16  # thumbnails that confirm a near-duplicate candidate: 16x16x3 bytes
+THUMB_SIDE = HASH_SIDE  # thumbnails that confirm a near-duplicate candidate (32x32x3)
 
 _k = np.arange(HASH_SIDE)
 # Rows of the (unnormalised) DCT-II matrix for the lowest LOW frequencies; scaling does not
@@ -82,21 +84,19 @@ def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
     low = _DCT @ small.transpose(2, 0, 1) @ _DCT.T  # (3, 8, 8)
     medians = np.median(low.reshape(3, -1), axis=1)
     hashes = tuple(_pack(low[c] > medians[c]) for c in range(3))
-    f = HASH_SIDE // THUMB_SIDE
-    thumb = small.reshape(THUMB_SIDE, f, THUMB_SIDE, f, 3).mean(axis=(1, 3))
-    return ImageFeatures(width, height, hashes, np.round(thumb).astype(np.uint8).tobytes())
+    thumb = np.round(small).astype(np.uint8).tobytes()
+    return ImageFeatures(width, height, hashes, thumb)
 
 
 def thumb_difference(a: bytes, b: bytes) -> float:
     """Largest per-pixel difference of two thumbnails after fitting ``b ~ gain * a + offset``
-    per channel (least squares), so brightness/contrast changes and re-encoding cost little
-    and a different picture costs much."""
+    (least squares; one gain for all channels, an offset per channel), so brightness and
+    contrast changes and re-encoding cost little, and another picture - or the same layout
+    in other colours - costs much."""
     x = np.frombuffer(a, np.uint8).reshape(-1, 3).astype(np.float64)
     y = np.frombuffer(b, np.uint8).reshape(-1, 3).astype(np.float64)
     xc = x - x.mean(axis=0)
     yc = y - y.mean(axis=0)
-    var = (xc * xc).sum(axis=0)
-    gain = np.where(var > 1e-9, (xc * yc).sum(axis=0) / np.maximum(var, 1e-9), 0.0)
-    gain = np.maximum(gain, 0.0)  # an inverted picture is not a near-duplicate
-    residual = yc - xc * gain
-    return float(np.abs(residual).max())
+    var = float((xc * xc).sum())
+    gain = max(0.0, float((xc * yc).sum()) / var) if var > 1e-9 else 0.0  # never invert
+    return float(np.abs(yc - gain * xc).max())

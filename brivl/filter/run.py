@@ -2,7 +2,7 @@
 
 1. **scan** each input shard in batches: per-row rules (:data:`ROW_RULES`, in order); the
    survivors (with their repaired caption) go to a scratch Parquet, their small dedup
-   features stay in memory and their 16x16 thumbnails go to a scratch ``.npy``. Shards are
+   features stay in memory and their 32x32 thumbnails go to a scratch ``.npy``. Shards are
    independent, so this runs in ``workers`` processes.
 2. **dedup** the survivors of all shards, visited sorted by (candidate id, source file, row):
    the first of a group of copies is kept whatever order the shards were scanned in.
@@ -143,10 +143,10 @@ def _row_verdict(row: dict, cfg: FilterConfig) -> tuple[str, str] | tuple[None, 
     width = row.get("original_width") or feats.width
     height = row.get("original_height") or feats.height
     short, long_ = min(width, height), max(width, height)
-    if short < cfg.min_image_side:
-        return "image_too_small", f"{width}x{height}: shorter side {short} < {cfg.min_image_side}"
     if short and long_ / short > cfg.max_aspect_ratio:
         return "aspect_ratio", f"{width}x{height}: aspect {long_ / short:.2f} > {cfg.max_aspect_ratio}"
+    if short < cfg.min_image_side:
+        return "image_too_small", f"{width}x{height}: shorter side {short} < {cfg.min_image_side}"
     caption = textrules.repair(row["caption"], cfg.repair_text)
     tokens = textrules.words(caption)
     if len(caption) < cfg.min_caption_chars or len(tokens) < cfg.min_caption_words:

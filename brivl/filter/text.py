@@ -101,6 +101,7 @@ _STOPWORDS = {
     "nl": "de het een en is van in op met voor niet dat die zijn te aan bij ook als door "
     "over onder naar uit",
 }
+MIN_STOPWORDS = 2  # stopword hits a Latin-script language needs before it is named
 _STOPSETS = {lang: frozenset(ws.split()) for lang, ws in _STOPWORDS.items()}
 
 
@@ -109,7 +110,8 @@ def detect_language(text: str) -> str:
 
     Non-Latin scripts decide by their characters (Cyrillic reports ``"ru"``); Latin-script text
     by which language's stopwords it uses most. Offline and instant, meant for allow-listing,
-    not for linguistics: short Latin-script captions without stopwords come out ``"und"``.
+    not for linguistics: Latin-script captions with fewer than two stopwords of one language
+    come out ``"und"``.
     """
     letters = [ch for ch in text if ch.isalpha()]
     if not letters:
@@ -130,6 +132,6 @@ def detect_language(text: str) -> str:
         reverse=True,
     )
     (top, lang), (second, _) = scores[0], scores[1]
-    if top == 0 or top == second:
-        return "und"
+    if top < MIN_STOPWORDS or top == second:
+        return "und"  # one foreign word ("Café", "über") in an English caption decides nothing
     return lang

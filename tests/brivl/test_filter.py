@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageEnhance, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 from brivl.filter import (
     RULES,
@@ -100,6 +100,7 @@ def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
         pair("c20", caption="Ein Bild", image=jpeg(picture(20, (300, 300))),
              original_width=30, original_height=30),
         pair("c21", caption="sale sale sale sale sale shoes"),
+        pair("c22", caption="tiny and blockword", image=jpeg(picture(22, (400, 40)))),
     ]
     dup_key = pair("c01", caption="another picture under the same id", image=jpeg(picture(99)))
     inp = write_shards(tmp_path / "in", [cases[:11], cases[11:] + [dup_key]])
@@ -114,6 +115,7 @@ def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
         "c17": "image_too_small",  # also blocklisted: the FIRST failing rule is recorded
         "c20": "image_too_small",  # judged on the original size, not the resized bytes
         "c21": "spam",
+        "c22": "aspect_ratio",  # also small and blocklisted: aspect is checked first
         "c01": "duplicate_key",  # its second row; the first (sorted by source, row) is kept
     }
     assert {cid: rule for cid, (rule, _) in rejected.items()} == expect
@@ -214,7 +216,8 @@ def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:
     copy = inspect(jpeg(ImageEnhance.Brightness(smaller).enhance(1.12), 70), 10**8)
     other = inspect(jpeg(picture(6, (160, 120))), 10**8)
     assert min((x ^ y).bit_count() for x, y in zip(a.phash, copy.phash, strict=True)) <= 8
-    assert thumb_difference(a.thumb, copy.thumb) < 40 < thumb_difference(a.thumb, other.thumb)
+    limit = FilterConfig().near_dup_max_pixel_diff
+    assert thumb_difference(a.thumb, copy.thumb) < limit < thumb_difference(a.thumb, other.thumb)
 
 
 @pytest.mark.parametrize(
@@ -231,3 +234,17 @@ def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:
 )
 def test_language_guess(text: str, lang: str) -> None:
     assert detect_language(text) == lang
+
+
+def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path: Path) -> None:
+    def disc(colour: tuple[int, int, int], brightness: float = 1.0) -> bytes:
+        image = Image.new("RGB", (128, 96), (230, 230, 225))
+        ImageDraw.Draw(image).ellipse((40, 20, 90, 70), fill=colour)
+        return jpeg(ImageEnhance.Brightness(image).enhance(brightness), 80)
+
+    red, blue = disc((215, 35, 35)), disc((35, 70, 215))
+    rows = [pair("c1", image=red), pair("c2", image=blue), pair("c3", image=disc((215, 35, 35), 1.1))]
+    run_filter(write_shards(tmp_path / "in", [rows]), tmp_path / "out", {})
+    kept, rejected = outcomes(tmp_path / "out")
+    assert set(kept) == {"c1", "c2"}
+    assert rejected["c3"][0] == "near_duplicate" and "c1" in rejected["c3"][1]
