@@ -204,7 +204,7 @@ def register_model(
         with tempfile.TemporaryDirectory(prefix="brivl-register-") as tmp:
             artifact = _slim_copy(checkpoint_dir, Path(tmp))
             with warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=".*input example.*")
+                warnings.filterwarnings("ignore", message=".*(input example|type hint).*")
                 info = mlflow.pyfunc.log_model(
                     name="model",
                     python_model=str(PYFUNC_CODE),

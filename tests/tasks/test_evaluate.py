@@ -39,10 +39,11 @@ def eval_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _runs(stage: str) -> list:
+def _runs(manifest_hash: str) -> list:
+    """The evaluate runs that logged this stage output (other tests may add their own)."""
     return mlflow.search_runs(
         search_all_experiments=True,
-        filter_string=f"tags.`brivl.stage` = '{stage}'",
+        filter_string=f"tags.`brivl.evaluate.manifest_hash` = '{manifest_hash}'",
         output_format="list",
     )
 
@@ -67,7 +68,7 @@ def test_evaluate_stage_writes_logs_and_caches(
     assert {"metrics.json", "skipped.json", "retrieval_grid.png"} <= set(body["files"])
     assert json.loads((out / "metrics.json").read_text()) == metrics
 
-    (first,) = _runs("evaluate")
+    (first,) = _runs(body["hash"])
     assert first.data.metrics["retrieval/mean_recall"] == pytest.approx(
         metrics["retrieval/mean_recall"]
     )
@@ -79,7 +80,7 @@ def test_evaluate_stage_writes_logs_and_caches(
 
     again = evaluate.evaluate_task.fn(checkpoint, str(eval_dir), CONFIG, out_dir=str(out))
     assert again == metrics and read_manifest(out)["created_at"] == body["created_at"]
-    assert sorted(r.data.tags["brivl.cached"] for r in _runs("evaluate")) == ["False", "True"]
+    assert sorted(r.data.tags["brivl.cached"] for r in _runs(body["hash"])) == ["False", "True"]
 
 
 def test_cache_key_follows_checkpoint_eval_files_and_config(

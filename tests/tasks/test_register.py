@@ -80,21 +80,22 @@ def test_champion_gate_both_ways(checkpoints: list[Path]) -> None:
 
 def test_alias_loads_the_checkpoints_embeddings(checkpoints: list[Path]) -> None:
     ckpt = checkpoints[0]
+    name = f"brivl-{uuid.uuid4().hex[:8]}"  # the default name "brivl" may be taken by other tests
     tags = register.lineage_tags(ckpt, code="test")
-    result = register.register_model(ckpt, {PRIMARY: 0.3}, PRIMARY, tags, model_name="brivl")
-    assert result["alias_uri"] == "models:/brivl@champion"
-    version = mlflow.MlflowClient().get_model_version("brivl", str(result["version"]))
+    result = register.register_model(ckpt, {PRIMARY: 0.3}, PRIMARY, tags, model_name=name)
+    assert result["alias_uri"] == f"models:/{name}@champion"
+    version = mlflow.MlflowClient().get_model_version(name, str(result["version"]))
     assert version.tags["brivl.checkpoint_id"] == register.checkpoint_identity(ckpt)
     assert version.tags["brivl.git_commit"] != ""
 
-    ref, by_alias = load(ckpt), load("models:/brivl@champion")
+    ref, by_alias = load(ckpt), load(f"models:/{name}@champion")
     images = [_png((200, 30, 30)), _png((20, 160, 240))]
     assert np.abs(by_alias.encode_texts(CAPTIONS[:4]) - ref.encode_texts(CAPTIONS[:4])).max() < 1e-5
     assert np.abs(by_alias.encode_images(images) - ref.encode_images(images)).max() < 1e-5
     by_run = load(f"runs:/{result['run_id']}/model")
     assert np.abs(by_run.encode_texts(CAPTIONS[:2]) - ref.encode_texts(CAPTIONS[:2])).max() < 1e-5
 
-    pyfunc = mlflow.pyfunc.load_model("models:/brivl@champion")
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
     assert [c.name for c in pyfunc.metadata.get_input_schema().inputs] == ["text", "image"]
     out = pyfunc.predict(pd.DataFrame({"text": ["a red square", None], "image": images}))
     assert list(out.columns) == ["text_embedding", "image_embedding"]
