@@ -73,7 +73,9 @@ def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
             if width * height > max_pixels:
                 raise ImageError(f"{width}x{height} pixels is more than max_image_pixels {max_pixels}")
             image.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))  # JPEG: decode at 1/2..1/8 scale
-            image = image.convert("RGB")  # decodes the whole stream: truncation raises here
+            image.load()  # decodes the whole stream: truncation raises here
+            if image.mode != "RGB":
+                image = image.convert("RGB")
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for broken files; each is a bad row
@@ -81,9 +83,11 @@ def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
     if width < 1 or height < 1:
         raise ImageError(f"empty image {width}x{height}")
     small = np.asarray(image.resize((HASH_SIDE, HASH_SIDE), Image.BILINEAR), dtype=np.float64)
-    low = _DCT @ small.transpose(2, 0, 1) @ _DCT.T  # (3, 8, 8)
-    medians = np.median(low.reshape(3, -1), axis=1)
-    hashes = tuple(_pack(low[c] > medians[c]) for c in range(3))
+    low = (_DCT @ small.transpose(2, 0, 1) @ _DCT.T).reshape(3, LOW * LOW)  # 3 x 64
+    ordered = np.sort(low, axis=1)
+    medians = (ordered[:, LOW * LOW // 2 - 1] + ordered[:, LOW * LOW // 2]) / 2  # np.median
+    packed = np.packbits(low > medians[:, None], axis=1)
+    hashes = tuple(int.from_bytes(packed[c].tobytes(), "big") for c in range(3))
     thumb = np.round(small).astype(np.uint8).tobytes()
     return ImageFeatures(width, height, hashes, thumb)
 
