@@ -34,6 +34,7 @@ from brivl.fingerprint import file_sha256, stable_hash
 from tasks import tracking
 
 MODEL_NAME = "brivl"
+DEFAULT_PRIMARY_METRIC = "retrieval/mean_recall"  # mean of R@1/5/10 both ways
 CHAMPION, CHALLENGER = "champion", "challenger"
 CHECKPOINT_ARTIFACT = "checkpoint"  # the pyfunc's artifact key (tasks/pyfunc_model.py)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -355,7 +356,7 @@ def resolve_mlflow_uri(uri: str) -> str:
 def register_task(
     checkpoint_dir: str,
     metrics: dict[str, float],
-    primary_metric: str,
+    primary_metric: str = DEFAULT_PRIMARY_METRIC,
     shards_dir: str | None = None,
     model_name: str = MODEL_NAME,
     extra_tags: dict[str, Any] | None = None,
@@ -370,11 +371,17 @@ def register_task(
     if existing is not None:
         version = int(existing.version)
         alias = (existing.aliases or [existing.tags.get(f"{TAG}gate", "")])[0]
+        decision = {"outcome": "already registered", "version": version, "alias": alias}
+        with tracking.stage_run("register", tags={"brivl.cached": True}):
+            mlflow.set_tags(
+                {f"{TAG}gate.outcome": "already registered", f"{TAG}model_version": version}
+            )
+            tracking.log_json(decision, "gate_decision.json")
         return {
             "model_name": model_name,
             "version": version,
             "alias": alias,
-            "decision": {"outcome": "already registered", "version": version},
+            "decision": decision,
             "model_uri": f"models:/{model_name}/{version}",
             "alias_uri": f"models:/{model_name}@{alias}" if alias else "",
             "run_id": existing.run_id,
