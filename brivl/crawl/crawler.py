@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from brivl.crawl import candidates as cand
 from brivl.crawl.config import CrawlConfig
 from brivl.crawl.fetch import Fetched, Fetcher, decode_html
-from brivl.crawl.guard import AddressGuard
+from brivl.crawl.guard import AddressGuard, BlockedURL
 from brivl.crawl.parse import ParsedPage, directives, normalise_url, parse_page
 from brivl.crawl.robots import ALLOWED, DISALLOWED, RobotsCache, RobotsFile
 
@@ -88,6 +88,16 @@ class Crawler:
         )
         self.robots = RobotsCache(robots_fetch or self.fetcher.fetch_robots, config.robots_token)
         self.gate = HostGate(config.per_host_concurrency)
+
+    def refusal(self, url: str) -> tuple[str, str] | None:
+        """``(reason, detail)`` when ``url`` must not be fetched at all, else ``None``."""
+        try:
+            self.guard.check(url)
+        except BlockedURL as exc:
+            return exc.reason, exc.detail
+        if self.robots.decision(url) != ALLOWED:
+            return "robots_disallowed", "disallowed by robots.txt"
+        return None
 
     # -- one page ---------------------------------------------------------------------
     def fetch_page(self, url: str, depth: int) -> PageResult:
@@ -225,10 +235,10 @@ def crawl_pages(
         while frontier and fetched < config.max_pages:
             todo = []
             for url, depth in frontier:
-                if crawler.robots.decision(url) != ALLOWED:
-                    record = page_record(
-                        url, depth, datetime.now(timezone.utc), "robots_disallowed"
-                    )
+                refused = crawler.refusal(url)
+                if refused:
+                    record = page_record(url, depth, datetime.now(timezone.utc), refused[0])
+                    record["error"], record["detail"] = refused
                     pages.append(record)
                     if on_page:
                         on_page(record)

@@ -33,10 +33,7 @@ def run_crawl(
     """
     if not seeds and not warc_files:
         raise ValueError("nothing to crawl: give seed URLs (http/https) or WARC files")
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    out_dir.mkdir(parents=True)
+    out_dir = prepare_out_dir(Path(out_dir))
     output = CrawlOutput([], [])
     if seeds:
         live = crawl_pages(seeds, config, on_page)
@@ -62,6 +59,24 @@ def run_crawl(
             "candidates_by_decision": dict(Counter(c["decision"] for c in output.candidates)),
         },
     )
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    """Create ``out_dir``, clearing an earlier crawl's output in it (a crawl restarts from
+    scratch); refuse a directory holding anything else, rather than delete it."""
+    ours = {cand.CANDIDATES_DIR, cand.PAGES_FILE, manifest.MANIFEST_NAME}
+    if out_dir.is_dir():
+        foreign = sorted(p.name for p in out_dir.iterdir() if p.name not in ours)
+        if foreign:
+            raise FileExistsError(
+                f"{out_dir} holds files that are not a crawl output ({foreign[:5]}); "
+                "give an empty or new directory"
+            )
+        shutil.rmtree(out_dir / cand.CANDIDATES_DIR, ignore_errors=True)
+        for name in (cand.PAGES_FILE, manifest.MANIFEST_NAME):
+            (out_dir / name).unlink(missing_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
 
 
 def crawl_counts(output: CrawlOutput) -> dict[str, int]:

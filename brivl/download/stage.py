@@ -33,10 +33,12 @@ from brivl.crawl.robots import ALLOWED, RobotsCache
 from brivl.download import reasons
 from brivl.download.config import DownloadConfig
 from brivl.download.guarded import GuardSettings, guarded_img2dataset
+from brivl.fingerprint import stable_hash
 
 STAGE = "download"
 REJECTED_DIR = "rejected"
 INPUT_FILE = ".img2dataset_input.parquet"  # hidden: scratch, removed when the stage is done
+IDENTITY_FILE = ".download_identity"  # hidden: which candidates + config this directory holds
 REJECTED_SCHEMA = pa.schema(
     [
         ("candidate_id", pa.string()),
@@ -217,6 +219,26 @@ def write_rejected(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     return path
 
 
+def claim_out_dir(out_dir: Path, candidates_dir: str | Path, config: DownloadConfig) -> None:
+    """Make ``out_dir`` this download's: new, or holding a (partial) run of the same
+    candidates and config, which is then resumed. Anything else is refused: resuming
+    img2dataset shards of other inputs would mix them into this output."""
+    identity = stable_hash(
+        {"candidates": manifest.read_manifest(candidates_dir)["hash"], "config": config.to_dict()}
+    )
+    marker = out_dir / IDENTITY_FILE
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not marker.is_file() or marker.read_text().strip() != identity:
+            raise FileExistsError(
+                f"{out_dir} is not empty and holds no download of these candidates with this "
+                "config; give an empty or new directory"
+            )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(identity)
+    # a manifest here is from an earlier run: img2dataset would misread it as shard stats
+    (out_dir / manifest.MANIFEST_NAME).unlink(missing_ok=True)
+
+
 def run_download(
     candidates_dir: str | Path,
     config: DownloadConfig,
@@ -233,9 +255,7 @@ def run_download(
     as each shard finishes (for progress bars).
     """
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # a manifest here is from an older run: img2dataset would misread it as a shard's stats
-    (out_dir / manifest.MANIFEST_NAME).unlink(missing_ok=True)
+    claim_out_dir(out_dir, candidates_dir, config)
     table = cand.read_candidates(candidates_dir)
     to_download, rejected, robots_seen = precheck(table, config)
     if on_plan:

@@ -21,7 +21,7 @@ from brivl.demo import DemoConfig, build_site, serve
 from brivl.demo.render import bomb_png
 from brivl.download import DownloadConfig, reason_of, run_download, shard_files
 from brivl.download.guarded import GuardHandler, GuardSettings, SniffingResizer
-from brivl.download.stage import INPUT_FILE, precheck
+from brivl.download.stage import INPUT_FILE, claim_out_dir, precheck
 
 LOOPBACK = ("127.0.0.1/32",)
 EXPECTED_REASON = {
@@ -226,3 +226,23 @@ def test_guard_handler_checks_every_request_and_redirect_hop():
         assert reason_of(str(info.value)) == "ssrf_blocked"
         paths = server.access_log.paths()
     assert paths == [loop.path]  # the first hop only; the disallowed hop was never sent
+
+
+def test_out_dir_is_resumed_only_for_the_same_candidates_and_config(tmp_path):
+    candidates = tmp_path / "candidates"
+    candidates.mkdir()
+    (candidates / "part.txt").write_text("x")
+    manifest.write_manifest(
+        candidates, stage="crawl", config={}, inputs=[], code_version="t", row_counts={}
+    )
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "00000.parquet").write_text("someone else's shard")
+    with pytest.raises(FileExistsError, match="not empty"):
+        claim_out_dir(foreign, candidates, DownloadConfig())
+    out = tmp_path / "out"
+    claim_out_dir(out, candidates, DownloadConfig())
+    (out / "00000.parquet").write_text("a partial shard of a killed run")
+    claim_out_dir(out, candidates, DownloadConfig())  # same identity: resumed
+    with pytest.raises(FileExistsError):
+        claim_out_dir(out, candidates, DownloadConfig(image_size=64))

@@ -147,8 +147,9 @@ def test_crawl_refuses_private_seeds_before_connecting(fixture_site, monkeypatch
     monkeypatch.setattr(socket, "create_connection", spy)
     seeds = ["http://10.0.0.1/", "http://169.254.169.254/latest/meta-data/"]
     out = crawl_pages(seeds, CrawlConfig())
-    assert [p["outcome"] for p in out.pages] == ["robots_disallowed", "robots_disallowed"]
-    # robots.txt itself was refused by the guard: no connection to either address at all
+    assert [p["outcome"] for p in out.pages] == ["ssrf_blocked", "ssrf_blocked"]
+    assert "allow-list" in out.pages[0]["detail"]
+    # neither the page nor its robots.txt: no connection to either address at all
     assert connects == []
     # the positive case on loopback (no traffic is ever sent to 10.x / 169.254.x): refused
     # unless allow-listed, fetched when it is
@@ -187,3 +188,10 @@ def test_robots_crawl_delay_spaces_requests_to_a_host():
         elapsed = time.monotonic() - start
     assert sum(p["outcome"] == "fetched" for p in out.pages) == 4
     assert elapsed >= 3 * 0.3  # four page fetches, each start >= 0.3 s after the previous
+
+
+def test_run_crawl_never_deletes_a_foreign_directory(fixture_site, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="notes.txt"):
+        run_crawl([fixture_site.base_url + "/index.html"], CrawlConfig(), tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
