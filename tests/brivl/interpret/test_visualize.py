@@ -7,7 +7,8 @@ import torch
 from brivl.interpret.common import AugmentConfig, image_text_similarity, random_views
 from brivl.interpret.visualize import VisualizeConfig, visualize
 
-TARGET, UNRELATED = "a red circle", "a green square"
+PROMPTS = ["a red circle", "a green square", "a blue triangle", "a yellow circle"]
+TARGET = PROMPTS[0]
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -16,11 +17,17 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_similarity_rises_and_beats_an_unrelated_prompt(trained_model, png):
     before = _state(trained_model)
+    # Unrelated: the other prompt the (grey) starting image matches best.
+    start = visualize(trained_model, TARGET, VisualizeConfig(steps=0, seed=0))
+    others = PROMPTS[1:]
+    unrelated_text = others[
+        int(image_text_similarity(trained_model, start.image, others)[0].argmax())
+    ]
     result = visualize(trained_model, TARGET, VisualizeConfig(steps=40, seed=0))
     assert len(result.trace) == 41
     assert result.final_similarity >= result.initial_similarity + 0.2, result.trace[::10]
     _, reread = png(result.image)  # judge the image exactly as it is saved
-    target, unrelated = image_text_similarity(trained_model, reread, [TARGET, UNRELATED])[0]
+    target, unrelated = image_text_similarity(trained_model, reread, [TARGET, unrelated_text])[0]
     assert abs(float(target) - result.final_similarity) < 1e-4  # trace ends on the saved image
     assert target > unrelated + 0.2
     # The model was only read: weights, gradient flags and mode are as before.
