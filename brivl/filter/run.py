@@ -269,7 +269,7 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
         s, i = where[pos]
         return thumbs[s][i].tobytes()
 
-    judge = Deduplicator(cfg, thumb_of)
+    judge = Deduplicator(cfg, thumb_of, expected_size=len(order))
     verdicts: dict[int, dict[int, tuple]] = {s: {} for s in range(len(scans))}
     for _, s, i in order:
         verdict = judge.feed(scans[s]["candidates"][i])

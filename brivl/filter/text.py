@@ -14,6 +14,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # A "word" is a run of letters/digits, except that each CJK character counts as one word.
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _SPACE = re.compile(r"\s+")
+_SYMBOL = re.compile(r"[^\w\s]|_")  # neither letter, digit nor space
 
 
 def repair(text: str | None, enabled: bool = True) -> str:
@@ -65,7 +66,7 @@ def spam_reason(text: str, tokens: list[str], config) -> str | None:
         unique = len(counts) / len(tokens)
         if unique < config.spam_min_unique_ratio:
             return f"only {len(counts)} distinct of {len(tokens)} words"
-    symbols = sum(1 for ch in text if not (ch.isalnum() or ch.isspace()))
+    symbols = len(_SYMBOL.findall(text))
     if text and symbols / len(text) > config.spam_max_symbol_ratio:
         return f"{symbols} of {len(text)} characters are symbols"
     return None
@@ -101,7 +102,7 @@ _STOPWORDS = {
     "nl": "de het een en is van in op met voor niet dat die zijn te aan bij ook als door "
     "over onder naar uit",
 }
-MIN_STOPWORDS = 2  # stopword hits a Latin-script language needs before it is named
+MIN_STOPWORDS = 2  # distinct stopwords a Latin-script language needs before it is named
 _STOPSETS = {lang: frozenset(ws.split()) for lang, ws in _STOPWORDS.items()}
 
 
@@ -113,24 +114,19 @@ def detect_language(text: str) -> str:
     not for linguistics: Latin-script captions with fewer than two stopwords of one language
     come out ``"und"``.
     """
-    letters = [ch for ch in text if ch.isalpha()]
-    if not letters:
-        return "und"
-    sample = "".join(letters)
-    script_counts = [(len(rx.findall(sample)), lang) for lang, rx in _SCRIPTS]
-    latin = len(_LATIN.findall(sample))
-    best_count, best_lang = max(script_counts)
-    if best_count > latin:
-        if best_lang == "zh" and script_counts[0][0]:  # any kana means Japanese
-            return "ja"
-        return best_lang
-    if latin == 0:
-        return "und"
-    tokens = words(text)
-    scores = sorted(
-        ((sum(t in stops for t in tokens), lang) for lang, stops in _STOPSETS.items()),
-        reverse=True,
-    )
+    if not text.isascii():  # ASCII text can only be Latin script
+        script_counts = [(len(rx.findall(text)), lang) for lang, rx in _SCRIPTS]
+        latin = len(_LATIN.findall(text))
+        best_count, best_lang = max(script_counts)
+        if best_count > latin:
+            if best_lang == "zh" and script_counts[0][0]:  # any kana means Japanese
+                return "ja"
+            return best_lang
+        if latin == 0:
+            return "und"
+    tokens = set(words(text))
+    scores = sorted(((len(stops & tokens), lang) for lang, stops in _STOPSETS.items()),
+                    reverse=True)
     (top, lang), (second, _) = scores[0], scores[1]
     if top < MIN_STOPWORDS or top == second:
         return "und"  # one foreign word ("Café", "über") in an English caption decides nothing

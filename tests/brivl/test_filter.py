@@ -194,16 +194,22 @@ def test_plain_parquet_input_and_clear_errors(tmp_path: Path) -> None:
         FilterConfig.from_dict({"min_side": 3})
 
 
-def test_hamming_index_finds_exactly_the_near_hashes() -> None:
-    rng = random.Random(3)
-    stored = [rng.getrandbits(64) for _ in range(400)]
-    stored += [s ^ (1 << rng.randrange(64)) ^ (1 << rng.randrange(64)) for s in stored[:50]]
-    index = HammingIndex(6)
+@pytest.mark.parametrize("expected_size", [100, 10**6])  # exact chunks / chunks probed at r>0
+@pytest.mark.parametrize("distance", [0, 1, 3, 6, 8])
+def test_hamming_index_finds_exactly_the_near_hashes(distance: int, expected_size: int) -> None:
+    rng = random.Random(distance)
+    stored = [rng.getrandbits(64) for _ in range(300)]
+    for base in stored[:60]:  # neighbours at every distance up to distance + 2
+        flipped = base
+        for bit in rng.sample(range(64), rng.randint(0, distance + 2)):
+            flipped ^= 1 << bit
+        stored.append(flipped)
+    index = HammingIndex(distance, expected_size)
     for value in stored:
         index.add(value)
-    for query in stored[:20] + [rng.getrandbits(64) for _ in range(20)]:
+    for query in stored[:40] + stored[300:] + [rng.getrandbits(64) for _ in range(10)]:
         brute = [(i, (v ^ query).bit_count()) for i, v in enumerate(stored)
-                 if (v ^ query).bit_count() <= 6]
+                 if (v ^ query).bit_count() <= distance]
         assert index.query(query) == brute
 
 
