@@ -13,10 +13,10 @@ from brivl.env import apply_defaults
 apply_defaults()
 
 from prefect import flow  # noqa: E402
-from tasks.pretrain import pretrain_task  # noqa: E402
 
 from flows.runs import pipeline_run  # noqa: E402
 from tasks.evaluate import evaluate_task  # noqa: E402
+from tasks.pretrain import pretrain_task  # noqa: E402
 from tasks.register import register_task  # noqa: E402
 
 DEFAULT_PRIMARY_METRIC = "retrieval/mean_recall"
