@@ -58,7 +58,11 @@ def test_same_config_gives_a_byte_identical_site(site: DemoSite) -> None:
     again = build_site(DemoConfig(n_images=N, seed=0, slow_seconds=1.0))
     assert again.images == site.images and again.articles == site.articles
     assert again.paths() == site.paths()
-    for path in site.paths():
+    sample = [p for i, p in enumerate(site.paths()) if not p.startswith("/img/") or i % 4 == 0]
+    sample += [
+        im.path for im in site.images if im.fault
+    ]  # every fault's bytes, a quarter of the rest
+    for path in sample:
         assert again.response(path) == site.response(path), path
     other = build_site(DemoConfig(n_images=N, seed=1))
     assert [im.labels for im in other.images] != [im.labels for im in site.images]
