@@ -117,8 +117,18 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=500)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument(
+        "--checkpoint",
+        help="also time text queries end to end through this model (its dim replaces --dim)",
+    )
     args = parser.parse_args()
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    encoder = NoModel()
+    if args.checkpoint:
+        from brivl.inference import load
+
+        encoder = load(args.checkpoint, device="cpu")
+        args.dim = encoder.dim
 
     vectors = synthetic(args.n, args.dim)
     rng = np.random.default_rng(1)
@@ -135,7 +145,7 @@ def main() -> int:
         keys = build_faiss_indices(root / "embeddings", root / "index", IndexConfig())
         build_s = time.perf_counter() - start
         write_indices_paths(root, IndexConfig())
-        index = SearchIndex(root, NoModel(), load_resources(root, NoModel()))
+        index = SearchIndex(root, encoder, load_resources(root, encoder))
         faiss_index = index.resources["brivl"].image_index
         k = args.k
 
@@ -172,6 +182,24 @@ def main() -> int:
                 assert len(reply.json()) == k
 
             rows["clip_back HTTP POST /knn-service (embedding_input)"] = timed(post, queries)
+            if args.checkpoint:
+                words = ["red", "blue", "circle", "square", "small", "picture", "of", "a"]
+                texts = [" ".join(rng.choice(words, 5)) for _ in range(len(queries))]
+                text_rows = iter(texts * 2)
+
+                def post_text(_: np.ndarray) -> None:
+                    body = {
+                        "text": next(text_rows),
+                        "modality": "image",
+                        "num_images": k,
+                        "indice_name": "brivl",
+                    }
+                    http.post(url, json=body, timeout=30).raise_for_status()
+
+                name = Path(args.checkpoint).name
+                rows[f"same, `text` query encoded by the model ({name}, included)"] = timed(
+                    post_text, queries
+                )
 
     base_p50, _ = pct(rows["numpy brute force (baseline)"])
     lines = [
@@ -186,6 +214,11 @@ def main() -> int:
     for name, times in rows.items():
         p50, p99 = pct(times)
         lines.append(f"| {name} | {p50:.2f} | {p99:.2f} | {base_p50 / p50:.1f}x |")
+    if args.checkpoint:
+        lines.append("")
+        lines.append(
+            f"Text queries: model `{args.checkpoint}` (dim {args.dim}) on CPU, random 5-word texts."
+        )
     text = "\n".join(lines)
     print(text)
     http_p50, _ = pct(rows["clip_back HTTP POST /knn-service (embedding_input)"])

@@ -23,6 +23,20 @@ STAGE = "index"
 INDEX_CODE = ["brivl.retrieval", "brivl.inference", "brivl.model"]
 
 
+def _registry_version(uri: str) -> Any | None:
+    """The MLflow model version a ``models:/name@alias`` or ``models:/name/3`` URI names now."""
+    if not uri.startswith("models:/"):
+        return None
+    from mlflow import MlflowClient
+
+    rest = uri[len("models:/") :].strip("/")
+    if "@" in rest:
+        return MlflowClient().get_model_version_by_alias(*rest.split("@", 1))
+    if "/" in rest and rest.split("/", 1)[1].isdigit():
+        return MlflowClient().get_model_version(*rest.split("/", 1))
+    return None
+
+
 def model_identity(checkpoint: str) -> str:
     """Identity of the model an index is built with.
 
@@ -33,19 +47,20 @@ def model_identity(checkpoint: str) -> str:
     another version rebuilds, and the same weights by path or by URI share one index.
     """
     checkpoint = str(checkpoint)
-    if not checkpoint.startswith("models:/"):
+    version = _registry_version(checkpoint)
+    if version is None:
         return checkpoint_identity(checkpoint)
-    from mlflow import MlflowClient
-
-    rest = checkpoint[len("models:/") :].strip("/")
-    client = MlflowClient()
-    if "@" in rest:
-        version = client.get_model_version_by_alias(*rest.split("@", 1))
-    elif "/" in rest and rest.split("/", 1)[1].isdigit():
-        version = client.get_model_version(*rest.split("/", 1))
-    else:
-        return checkpoint
     return version.tags.get("brivl.checkpoint_id") or f"models:/{version.name}/{version.version}"
+
+
+def pinned_checkpoint(checkpoint: str) -> str:
+    """What the index manifest records as its model: an absolute local path, or for a
+    registry URI the version it names now (an alias may move on; the index must not)."""
+    version = _registry_version(str(checkpoint))
+    if version is not None:
+        return f"models:/{version.name}/{version.version}"
+    path = Path(checkpoint).expanduser()
+    return str(path.resolve()) if path.exists() else str(checkpoint)
 
 
 def _index_cache_key(context: Any, parameters: dict[str, Any]) -> str:
@@ -68,7 +83,8 @@ def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | Non
         return str(run.out_dir)
     from brivl.inference import load
 
-    summary = build_retrieval_index(load(checkpoint), shard_dir, run.out_dir, settings)
+    pinned = pinned_checkpoint(checkpoint)
+    summary = build_retrieval_index(load(pinned), shard_dir, run.out_dir, settings)
     write_manifest(
         run.out_dir,
         stage=STAGE,
@@ -77,7 +93,7 @@ def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | Non
         code_version=run.code_version,
         row_counts={"indexed": summary["rows"], "rejected": summary["rejected"]},
         extra={
-            "checkpoint": _portable(checkpoint),
+            "checkpoint": pinned,
             "checkpoint_id": model_id,
             "shard_dir": str(Path(shard_dir).resolve()),
             "dim": summary["dim"],
@@ -86,9 +102,3 @@ def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | Non
         },
     )
     return str(run.out_dir)
-
-
-def _portable(checkpoint: str) -> str:
-    """A local checkpoint as an absolute path, a URI as given."""
-    path = Path(checkpoint).expanduser()
-    return str(path.resolve()) if path.exists() else checkpoint

@@ -123,3 +123,27 @@ def test_cli_index_and_search(corpus_dirs: dict[str, Path], capsys: pytest.Captu
     assert [h["similarity"] for h in hits] == sorted((h["similarity"] for h in hits), reverse=True)
 
     assert main(["search"]) == 2
+
+
+def test_registry_uris_resolve_to_the_checkpoint_lineage(corpus_dirs: dict[str, Path]) -> None:
+    import uuid
+
+    import mlflow
+
+    from tasks.index import pinned_checkpoint
+
+    ckpt = corpus_dirs["ckpt"]
+    name = f"brivl-index-test-{uuid.uuid4().hex[:8]}"
+    client = mlflow.MlflowClient()
+    client.create_registered_model(name)
+    first = client.create_model_version(
+        name, source=str(ckpt), tags={"brivl.checkpoint_id": model_identity(str(ckpt))}
+    )
+    client.create_model_version(name, source=str(ckpt))  # version 2: no lineage tag
+    client.set_registered_model_alias(name, "champion", first.version)
+
+    assert model_identity(f"models:/{name}@champion") == model_identity(str(ckpt))
+    assert pinned_checkpoint(f"models:/{name}@champion") == f"models:/{name}/1"
+    client.set_registered_model_alias(name, "champion", "2")  # the alias moves: new identity
+    assert model_identity(f"models:/{name}@champion") == f"models:/{name}/2"
+    assert pinned_checkpoint(str(ckpt)) == str(ckpt.resolve())
