@@ -47,7 +47,10 @@ _base_key = stage_cache_key("evaluate", EVAL_CODE, ["_checkpoint_id", "_eval_set
 
 def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
     ckpt, sets = stage_inputs(parameters["checkpoint_dir"], parameters["eval_sets"])
-    return _base_key(context, {**parameters, "_checkpoint_id": ckpt, "_eval_sets_id": sets})
+    config = dict(parameters.get("config") or {})  # as the task body sees it
+    return _base_key(
+        context, {**parameters, "config": config, "_checkpoint_id": ckpt, "_eval_sets_id": sets}
+    )
 
 
 def _write_json(path: Path, data: Any) -> None:

@@ -95,6 +95,7 @@ def test_cache_key_follows_checkpoint_eval_files_and_config(
     base = key()
     assert base == key() and base.startswith("evaluate-")
     assert key(config={**CONFIG, "batch_size": 8}) != base
+    assert key(config=None) == key(config={})  # the body reads a missing config as {}
     copy = tmp_path / "retrieval.parquet"
     copy.write_bytes((eval_dir / "retrieval.parquet").read_bytes())
     assert key(eval_sets={"retrieval": str(copy)}) != base  # classes.json sidecar missing
