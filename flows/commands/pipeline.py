@@ -116,14 +116,18 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
                 "gate": reg.get("decision", {}).get("reason", reg.get("decision", {}).get("outcome", "")),
             },
         )
-    extras = {
-        "search index": result.get("index_dir", "-"),
+    extras: dict[str, Any] = {}
+    if result.get("index_dir"):
+        from brivl.retrieval.service import service_hint
+
+        search, serve = service_hint(result["index_dir"]).splitlines()
+        extras.update({"search": search.split(": ", 1)[1], "search service": serve.split(":  ", 1)[1]})
+    extras.update({
         "prompt grid": result.get("prompt_grid", "-"),
-        "search": "brivl search \"a red circle\"   (service: brivl search --serve)",
         "Prefect UI": "make serve, then http://127.0.0.1:4200",
         "MLflow UI": ui_command(),
         "wall time": f"{seconds:.0f} s",
-    }
+    })
     print_table("Next", extras)
     sys.stdout.flush()
 

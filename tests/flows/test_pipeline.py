@@ -1,0 +1,66 @@
+"""End to end: the whole DAG on a tiny demo web with the tiny config registers a model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from brivl.demo import DemoConfig, build_site, serve
+from brivl.manifest import read_manifest
+
+pytestmark = pytest.mark.slow
+
+CONFIG = {
+    "crawl": {"allow_cidrs": ["127.0.0.1/32"]},
+    "download": {"timeout_s": 1.0, "processes_count": 1, "thread_count": 8},
+    "train": {"model": "brivl-tiny", "steps": 6, "batch_size": 8, "warmup_steps": 2,
+              "checkpoint_every": 3, "report_every": 3, "vocab_size": 300},
+    "eval": {"batch_size": 32},
+    "stages": ["data", "retrain"],
+}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory: pytest.TempPathFactory):
+    site = build_site(DemoConfig(n_images=80, seed=3, slow_seconds=1.5))
+    eval_dir = tmp_path_factory.mktemp("eval")
+    site.eval_sets(eval_dir, n_zeroshot=24, n_retrieval=16, n_text=24, n_vqa=24)
+    with serve(site) as server:
+        yield server, eval_dir
+
+
+def test_pipeline_registers_a_model_with_lineage(demo, capsys) -> None:
+    import mlflow
+
+    from flows.commands.pipeline import print_summary
+    from flows.pipeline import pipeline_flow
+
+    server, eval_dir = demo
+    result = pipeline_flow(server.seed_urls, {**CONFIG, "eval_sets": str(eval_dir)})
+
+    shards = read_manifest(result["data"]["shard_dir"])
+    assert shards["row_counts"]["train"] > 0
+    model = result["model"]
+    assert Path(model["checkpoint"]).is_dir()
+    assert any(k.startswith("retrieval") for k in model["metrics"]), model["metrics"]
+    registered = model["registered"]
+    assert registered["alias"] == "champion"  # the first version has no champion to beat
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("brivl", "champion")
+    assert int(version.version) == registered["version"]
+    tags = version.tags
+    assert shards["hash"] in tags.values(), "the registered model must name its shard manifest"
+
+    parent = client.get_run(result["mlflow_run_id"])
+    children = client.search_runs(
+        [parent.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+    )
+    stages = {run.data.tags.get("brivl.stage") for run in children}
+    assert {"crawl", "download", "filter", "shard"} <= stages, stages
+
+    print_summary(result, seconds=1.0)
+    summary = capsys.readouterr().err
+    assert "Rows per stage" in summary and registered["model_uri"] in summary
