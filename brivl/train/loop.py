@@ -27,7 +27,6 @@ from brivl.train.schedule import lr_at, momentum_at
 from brivl.train.state import (
     latest_checkpoint,
     load_training_checkpoint,
-    read_trainer_state,
     save_training_checkpoint,
     seed_everything,
 )
@@ -114,6 +113,7 @@ def train(
         optimizer = make_optimizer(model, config)
         seed_everything(config.seed * 1000 + rank)  # per-worker randomness (dropout)
         step = 0
+    resumed_from_step = step
     samples_per_epoch = samples_per_epoch or getattr(batches, "samples_per_epoch", None)
     if config.steps is None and not samples_per_epoch:
         raise ValueError("config.epochs needs samples_per_epoch (or batches.samples_per_epoch)")
@@ -131,7 +131,7 @@ def train(
         source.close()
     return {"step": step, "total_steps": total, "checkpoint": str(checkpoint) if checkpoint else None,
             "resumed_from": str(latest) if latest else None,
-            "resumed_from_step": int(read_trainer_state(latest)["step"]) if latest else 0,
+            "resumed_from_step": resumed_from_step,
             "metrics": last,
             "samples_seen": state["samples_seen"], "model": model}
 

@@ -1,0 +1,324 @@
+"""The ``pretrain`` stage: shards in, a trained checkpoint out, on one process or Ray Train.
+
+Cached by (shard manifest hash, config, code version). The output directory
+(``$BRIVL_HOME/data/pretrain/<key>``) ends up as::
+
+    checkpoint/        the final training checkpoint (loadable by brivl.model.load_checkpoint;
+                       also holds optimizer, step and RNG state to train further)
+    metrics.jsonl      every reported step (loss, lr, momentum, queue fill, samples/s, data wait)
+    metrics.json       final training metrics + validation retrieval R@k
+    _manifest.json     written last
+
+While it runs, ``run/`` holds the initial model, the periodic checkpoints and Ray's storage;
+a killed run rerun with the same inputs resumes from ``run/checkpoints``'s newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from brivl import manifest
+from brivl.report import print_table, progress
+from tasks.stage import resolve_stage, stage_cache_key
+
+PRETRAIN_CODE = ["brivl.train", "brivl.model", "tasks.pretrain"]
+FINAL_METRICS = ("step", "loss", "acc_i2t", "acc_t2i", "lr", "momentum", "queue_fill",
+                 "samples_per_s", "data_wait_frac", "samples_seen", "elapsed_s")
+
+
+_STAGE_KEY = stage_cache_key("pretrain", PRETRAIN_CODE, ["shard_dir"])
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """The stage key of the *normalised* config (defaults filled in), as the body uses."""
+    return _STAGE_KEY(context, dict(parameters, config=normalise_config(parameters["config"])))
+
+
+def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The full :class:`PretrainConfig` dict (defaults filled in) for a partial one."""
+    from brivl.train import PretrainConfig
+
+    return PretrainConfig.from_dict(config).to_dict()
+
+
+@task(cache_key_fn=_cache_key, persist_result=True)
+def pretrain_task(shard_dir: str, config: dict, out_dir: str | None = None) -> dict:
+    """Pretrain on a shard directory; return ``{checkpoint, out_dir, metrics}``."""
+    return pretrain(shard_dir, config, out_dir)
+
+
+def pretrain(shard_dir: str, config: dict, out_dir: str | None = None) -> dict[str, Any]:
+    """The body of :func:`pretrain_task` (callable without Prefect)."""
+    from brivl.train import PretrainConfig
+
+    cfg = PretrainConfig.from_dict(config)
+    manifest.read_manifest(shard_dir)  # a clear error when the shards are incomplete
+    run = resolve_stage("pretrain", PRETRAIN_CODE, [shard_dir], cfg.to_dict(), out_dir)
+    if run.done:
+        return _result(run.out_dir)
+    work = run.out_dir / "run"
+    checkpoints = work / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    init = _initial_checkpoint(cfg, shard_dir, work / "init")
+    resumed_from_step = _latest_step(checkpoints)
+    with _Monitor(checkpoints, cfg.steps, follow=cfg.workers > 0) as monitor:
+        if cfg.workers == 0:
+            summary = _train_local(cfg, shard_dir, checkpoints, init, monitor.on_metrics)
+        else:
+            summary = _train_ray(cfg, shard_dir, checkpoints, init, work)
+    summary["resumed_from_step"] = resumed_from_step
+    return _finish(run, cfg, shard_dir, checkpoints, summary)
+
+
+# -- setup -----------------------------------------------------------------------------------------
+def _initial_checkpoint(cfg: Any, shard_dir: str, path: Path) -> Path:
+    """The starting model, built once (tokenizer trained on the shard captions if needed)."""
+    from brivl.model import is_checkpoint
+    from brivl.train import prepare_initial_checkpoint, read_captions
+
+    if not is_checkpoint(path):
+        prepare_initial_checkpoint(cfg.train_config(), read_captions(shard_dir, "train"), path)
+    return path
+
+
+def _latest_step(checkpoints: Path) -> int:
+    from brivl.train import latest_checkpoint, read_trainer_state
+
+    latest = latest_checkpoint(checkpoints)
+    return int(read_trainer_state(latest)["step"]) if latest else 0
+
+
+def _train_rows(shard_dir: str) -> int:
+    import pyarrow.parquet as pq
+
+    from brivl.train import shard_files
+
+    return sum(pq.read_metadata(p).num_rows for p in shard_files(shard_dir, "train"))
+
+
+# -- local (in-process) ----------------------------------------------------------------------------
+def _train_local(cfg: Any, shard_dir: str, checkpoints: Path, init: Path,
+                 on_metrics: Callable[[dict], None]) -> dict[str, Any]:
+    from brivl.model import build_config
+    from brivl.train import ShardBatches, train
+
+    image_size = build_config(cfg.model, cfg.model_overrides).image_size
+    batches = ShardBatches(shard_dir, "train", batch_size=cfg.batch_size, image_size=image_size,
+                           augment=cfg.augment, seed=cfg.seed, shuffle=cfg.shuffle)
+    result = train(cfg.train_config(), batches, on_metrics, checkpoints, resume=True,
+                   init_checkpoint=init)
+    result.pop("model", None)
+    return result
+
+
+# -- Ray Train -------------------------------------------------------------------------------------
+def _train_ray(cfg: Any, shard_dir: str, checkpoints: Path, init: Path, work: Path) -> dict[str, Any]:
+    import ray.data
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from brivl.env import project_home
+    from brivl.model import build_config
+    from brivl.train import decode_augment_batch, latest_checkpoint, read_trainer_state, shard_files
+    from tasks.ray_runtime import ensure_ray
+
+    ensure_ray()
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    image_size = build_config(cfg.model, cfg.model_overrides).image_size
+    files = [str(p) for p in shard_files(shard_dir, "train")]
+    dataset = ray.data.read_parquet(files, columns=["key", "image", "caption"]).map_batches(
+        decode_augment_batch, batch_format="numpy", batch_size=cfg.batch_size,
+        fn_kwargs={"image_size": image_size, "augment": cfg.augment if cfg.augment.enabled else None},
+    )
+    loop_config = {"config": cfg.to_dict(), "checkpoint_dir": str(checkpoints),
+                   "init_checkpoint": str(init), "samples_per_epoch": _train_rows(shard_dir)}
+    trainer = TorchTrainer(
+        _ray_train_loop,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
+                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+        datasets={"train": dataset},
+        run_config=RunConfig(
+            name=f"{work.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(project_home() / "ray_results"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    last = latest_checkpoint(checkpoints)
+    if last is None:
+        raise RuntimeError(f"Ray Train finished without writing a checkpoint under {checkpoints}")
+    state = read_trainer_state(last)
+    return {"step": state["step"], "checkpoint": str(last), "metrics": state.get("metrics", {}),
+            "samples_seen": state.get("samples_seen")}
+
+
+def _ray_train_loop(loop_config: dict) -> None:
+    """Body of each Ray Train worker: this worker's dataset split through :func:`brivl.train.train`."""
+    import ray.train
+    import torch
+
+    from brivl.train import PretrainConfig, train
+
+    cfg = PretrainConfig.from_dict(loop_config["config"])
+    if cfg.use_gpu:
+        import ray.train.torch
+
+        torch.cuda.set_device(ray.train.torch.get_device())
+    shard = ray.train.get_dataset_shard("train")
+
+    def batches(skip: int):
+        epoch = 0
+        while True:
+            for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
+                                            drop_last=True, prefetch_batches=2,
+                                            local_shuffle_buffer_size=(4 * cfg.batch_size
+                                                                       if cfg.shuffle else None),
+                                            local_shuffle_seed=cfg.seed + epoch):
+                if skip > 0:  # already trained on before a restart
+                    skip -= 1
+                    continue
+                yield batch
+            epoch += 1
+
+    train(cfg.train_config(), batches, ray.train.report, loop_config["checkpoint_dir"],
+          resume=True, init_checkpoint=loop_config["init_checkpoint"],
+          samples_per_epoch=loop_config["samples_per_epoch"], prefetch_batches=0)
+
+
+# -- finish ----------------------------------------------------------------------------------------
+def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict[str, Any]) -> dict:
+    from brivl.model import load_checkpoint
+    from brivl.train import latest_checkpoint, read_metrics_log, retrieval_metrics
+
+    last = latest_checkpoint(checkpoints)
+    if last is None:
+        raise RuntimeError(f"training wrote no checkpoint under {checkpoints}")
+    final = run.out_dir / "checkpoint"
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(last, final)
+    history = read_metrics_log(checkpoints)
+    (run.out_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in history))
+    metrics = {k: summary.get("metrics", {}).get(k) for k in FINAL_METRICS}
+    metrics = {k: v for k, v in metrics.items() if v is not None}
+    metrics["step"] = summary["step"]
+    metrics["resumed_from_step"] = summary.get("resumed_from_step", 0)
+    if cfg.val_limit > 0 and any((Path(shard_dir) / "val").glob("*.parquet")):
+        val = retrieval_metrics(load_checkpoint(final), shard_dir, "val", limit=cfg.val_limit)
+        metrics.update({f"val_{k}": v for k, v in val.items()})
+    (run.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
+    _log_mlflow_final(metrics)
+    shutil.rmtree(run.out_dir / "run", ignore_errors=True)
+    manifest.write_manifest(
+        run.out_dir, stage="pretrain", config=cfg.to_dict(), inputs=run.inputs,
+        code_version=run.code_version,
+        row_counts={"steps": int(metrics["step"]), "samples_seen": int(metrics.get("samples_seen", 0))},
+        extra={"metrics": metrics},
+    )
+    return _result(run.out_dir)
+
+
+def _result(out_dir: Path) -> dict[str, Any]:
+    body = manifest.read_manifest(out_dir)
+    return {"checkpoint": str(out_dir / "checkpoint"), "out_dir": str(out_dir),
+            "manifest": body["hash"], "metrics": body.get("extra", {}).get("metrics", {})}
+
+
+# -- progress + MLflow -----------------------------------------------------------------------------
+class _Monitor:
+    """Shows a progress bar and logs each reported step to MLflow (when a run is active).
+
+    Local training calls :meth:`on_metrics` directly; with ``follow`` (Ray Train) a thread
+    reads the ``metrics.jsonl`` that rank 0 appends to.
+    """
+
+    def __init__(self, checkpoints: Path, total: int | None, follow: bool) -> None:
+        self.log = checkpoints / "metrics.jsonl"
+        self.total, self.follow = total, follow
+        self.done_step = 0
+        self.run_id = _mlflow_run_id()
+        self.stop = threading.Event()
+        self.offset = self.log.stat().st_size if self.log.is_file() else 0
+
+    def __enter__(self) -> _Monitor:
+        self.bar = progress("pretrain", self.total)
+        self.advance = self.bar.__enter__()
+        self.thread = threading.Thread(target=self._follow, daemon=True, name="pretrain-monitor")
+        if self.follow:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.follow:
+            self.stop.set()
+            self.thread.join(timeout=5)
+            self._read_new()
+        self.bar.__exit__(*exc)
+
+    def on_metrics(self, metrics: dict[str, Any]) -> None:
+        """One reported step: advance the bar, log to MLflow (each step once)."""
+        step = int(metrics["step"])
+        if step <= self.done_step:
+            return  # a resumed run repeats steps the killed one had reported
+        self.advance(step - self.done_step)
+        self.done_step = step
+        if self.run_id is not None:
+            import mlflow
+
+            values = {f"train/{k}": float(v) for k, v in metrics.items()
+                      if k != "step" and isinstance(v, (int, float))}
+            mlflow.log_metrics(values, step=step, run_id=self.run_id)
+
+    def _follow(self) -> None:
+        while not self.stop.wait(1.0):
+            self._read_new()
+
+    def _read_new(self) -> None:
+        if not self.log.is_file():
+            return
+        with self.log.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # a half-written last line waits
+        self.offset += len(complete)
+        for line in complete.decode().splitlines():
+            if line.strip():
+                self.on_metrics(json.loads(line))
+
+
+def _mlflow_run_id() -> str | None:
+    try:
+        import mlflow
+    except ImportError:  # pragma: no cover - project dependency
+        return None
+    run = mlflow.active_run()
+    return run.info.run_id if run is not None else None
+
+
+def _log_mlflow_final(metrics: dict[str, Any]) -> None:
+    run_id = _mlflow_run_id()
+    if run_id is None:
+        return
+    import mlflow
+
+    values = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+    mlflow.log_metrics(values, step=int(metrics.get("step", 0)), run_id=run_id)
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    """A closing table of the run's final metrics."""
+    rows = {k: v for k, v in result["metrics"].items()}
+    rows["checkpoint"] = result["checkpoint"]
+    print_table("pretrain", rows)
+
