@@ -41,15 +41,15 @@ class GeneratorConfig:
     """Architecture and training of the VQ generator."""
 
     image_size: int = 64  # training crops and decoded images are this square size
-    channels: int = 32  # base width of encoder and decoder
+    channels: int = 16  # base width of encoder and decoder (CPU-sized; 64+ on a GPU)
     channel_mult: tuple[int, ...] = (1, 2, 2)  # width per level; downsampling 2**(levels-1)
     res_blocks: int = 1  # residual blocks per level
     latent_dim: int = 16  # D: channels of the latent grid and of each code
     codebook_size: int = 256  # K: number of codes
     beta: float = 0.25  # commitment loss weight
-    steps: int = 1000  # optimiser steps
-    batch_size: int = 16
-    lr: float = 2e-4
+    steps: int = 500  # optimiser steps
+    batch_size: int = 8
+    lr: float = 1e-3
     l1_weight: float = 1.0
     perceptual_weight: float = 0.1
     perceptual: str = "random"  # perceptual features: random (fixed conv net) | lite0 | none
