@@ -132,6 +132,7 @@ def run_img2dataset(
                 user_agent_token=config.user_agent_token,
                 disallowed_header_directives=list(config.disallowed_header_directives),
                 min_image_size=config.min_image_size,
+                max_image_area=config.max_image_pixels,  # after decoding: defence in depth
                 compute_hash=config.compute_hash,
                 extract_exif=False,
                 enable_wandb=False,
