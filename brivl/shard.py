@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -95,6 +96,17 @@ class ShardConfig:
         return dataclasses.asdict(self)
 
 
+def eager_arrow_release() -> None:
+    """Have Arrow's jemalloc pool hand freed memory back at once (it keeps it ~seconds by
+    default), so a streaming stage's RSS tracks its working set rather than its history.
+
+    Pair with ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` in the environment before pyarrow is
+    imported: Arrow's default mimalloc pool keeps freed memory, so RSS grows with every file
+    read. A no-op with other pools."""
+    if pa.default_memory_pool().backend_name == "jemalloc":
+        pa.jemalloc_set_decay_ms(0)
+
+
 def split_of(key: str, val_fraction: float, salt: str = ShardConfig.split_salt) -> str:
     """``"val"`` or ``"train"`` for ``key``: a pure function of the key, salt and fraction."""
     digest = hashlib.sha256(f"{salt}:{key}".encode()).digest()
@@ -143,19 +155,21 @@ def _roles(path: Path) -> dict[str, str | None]:
 class _Plan:
     counts: dict[str, int]  # rows per split
     fingerprint: str  # of the inputs (names, sizes, keys) and the config
+    is_val: list[np.ndarray]  # per input file: which rows go to val
 
     def shards(self, split: str, rows_per_shard: int) -> int:
         return -(-self.counts[split] // rows_per_shard)
 
 
 def _plan(files: list[Path], roles: list[dict], cfg: ShardConfig) -> _Plan:
-    """Read only the key column: split counts, duplicate check, and a fingerprint."""
-    counts = dict.fromkeys(SPLITS, 0)
+    """Read only the key column: each row's split, duplicate check, and a fingerprint."""
     seen: dict[str, str] = {}
+    is_val: list[np.ndarray] = []
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for path, role in zip(files, roles, strict=True):
         keys = pq.read_table(path, columns=[role["key"]]).column(0).to_pylist()
-        digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}".encode())
+        digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}:".encode())
+        digest.update("\0".join(map(str, keys)).encode())
         for row, key in enumerate(keys):
             if key in (None, ""):
                 raise ValueError(f"{path}: row {row} has an empty {role['key']}")
@@ -165,9 +179,13 @@ def _plan(files: list[Path], roles: list[dict], cfg: ShardConfig) -> _Plan:
                     "must be unique (the filter's duplicate_key rule guarantees it)"
                 )
             seen[key] = path.name
-            counts[split_of(key, cfg.val_fraction, cfg.split_salt)] += 1
-            digest.update(key.encode() + b"\0")
-    return _Plan(counts, digest.hexdigest()[:24])
+        is_val.append(
+            np.fromiter((split_of(k, cfg.val_fraction, cfg.split_salt) == "val" for k in keys),
+                        bool, len(keys))
+        )
+    val = int(sum(int(v.sum()) for v in is_val))
+    counts = {"train": len(seen) - val, "val": val}
+    return _Plan(counts, digest.hexdigest()[:24], is_val)
 
 
 # --- write ------------------------------------------------------------------------------------
@@ -198,6 +216,7 @@ def write_shards(
     variable ``BRIVL_SHARD_DELAY_S`` sleeps that long after each shard (to test resume).
     """
     cfg = config if isinstance(config, ShardConfig) else ShardConfig.from_dict(config)
+    eager_arrow_release()
     files = find_shard_inputs(input_dir)
     roles = [_roles(p) for p in files]
     trusted = _is_filter_output(input_dir)
@@ -208,10 +227,12 @@ def write_shards(
     writer = _SplitWriter(out, cfg, plan, on_shard, delay)
     total = sum(plan.counts.values())
     with progress("shard: write", total) as advance:
-        for path, role in zip(files, roles, strict=True):
+        for path, role, is_val in zip(files, roles, plan.is_val, strict=True):
             columns = [c for c in dict.fromkeys(role.values()) if c]
+            offset = 0
             for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns):
-                writer.add(batch, role, trusted)
+                writer.add(batch, role, trusted, is_val[offset:offset + batch.num_rows])
+                offset += batch.num_rows
                 advance(batch.num_rows)
     writer.finish()
     for leftover in out.glob("*/.*.tmp"):
@@ -281,30 +302,28 @@ class _SplitWriter:
             return True
         return False
 
-    def add(self, batch: pa.RecordBatch, role: dict, trusted: bool) -> None:
+    def add(self, batch: pa.RecordBatch, role: dict, trusted: bool, is_val: np.ndarray) -> None:
         rps = self.cfg.rows_per_shard
-        keys = batch.column(role["key"]).to_pylist()
-        splits = [split_of(k, self.cfg.val_fraction, self.cfg.split_salt) for k in keys]
-        for split in SPLITS:
-            groups: list[tuple[int, list[int]]] = []  # (shard index, batch rows), in order
-            for i in (i for i, s in enumerate(splits) if s == split):
-                index = self.position[split] // rps
-                self.position[split] += 1
-                if groups and groups[-1][0] == index:
-                    groups[-1][1].append(i)
-                else:
-                    groups.append((index, [i]))
-            todo = [(index, rows) for index, rows in groups if not self._exists(split, index)]
+        for split, mask in (("train", ~is_val), ("val", is_val)):
+            rows = np.flatnonzero(mask)
+            if not len(rows):
+                continue
+            index = (self.position[split] + np.arange(len(rows))) // rps  # shard of each row
+            self.position[split] += len(rows)
+            cuts = [0, *(np.flatnonzero(np.diff(index)) + 1).tolist(), len(rows)]
+            todo = [(int(index[a]), rows[a:b]) for a, b in zip(cuts[:-1], cuts[1:], strict=True)
+                    if not self._exists(split, int(index[a]))]
             if not todo:
                 continue  # every row of this batch lands in a shard that is already complete
-            take = pa.array([i for _, rows in todo for i in rows], pa.int32())
-            table = self._normalise(batch.take(take), role, trusted)
+            take = np.concatenate([r for _, r in todo])
+            part = batch if len(take) == batch.num_rows else batch.take(pa.array(take, pa.int32()))
+            table = self._normalise(part, role, trusted)
             offset = 0
-            for index, rows in todo:
-                self.pending[split].append(table.slice(offset, len(rows)))
-                offset += len(rows)
-                self.pending_rows[split] += len(rows)
-                self.pending_index[split] = index
+            for index_, rows_ in todo:
+                self.pending[split].append(table.slice(offset, len(rows_)))
+                offset += len(rows_)
+                self.pending_rows[split] += len(rows_)
+                self.pending_index[split] = index_
                 if self.pending_rows[split] == rps:
                     self._flush(split)
 
@@ -330,9 +349,8 @@ class _SplitWriter:
             use_dictionary=False,
             write_statistics=["key", "width", "height"],
         )
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        tmp.replace(path)  # atomic: a shard file exists only when complete
+        tmp.replace(path)  # atomic: a shard file exists only when complete (a killed process
+        # cannot leave half a shard under its final name; power loss is not covered: no fsync)
         if self.on_shard:
             self.on_shard(path)
         if self.delay:

@@ -12,6 +12,7 @@ beyond, 3 chunks at radius 2 from ~100,000 rows), so a query stays far below ``O
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import combinations
@@ -36,36 +37,39 @@ class HammingIndex:
         for lo, hi in zip(edges[:-1], edges[1:], strict=True):
             width = hi - lo
             self._chunks.append((BITS - hi, (1 << width) - 1, _flips(width, radius)))
-        self._tables: list[dict[int, list[int]]] = [{} for _ in self._chunks]
-        self._hashes: list[int] = []
+        # per chunk: chunk value -> (hashes, ids) of the rows stored under it, as flat arrays
+        self._tables: list[dict[int, tuple[array, array]]] = [{} for _ in self._chunks]
+        self._size = 0
 
     def __len__(self) -> int:
-        return len(self._hashes)
+        return self._size
 
     def add(self, value: int) -> int:
         """Store ``value``; return its id (ids count up from 0 in insertion order)."""
-        ident = len(self._hashes)
-        self._hashes.append(value)
+        ident = self._size
+        self._size += 1
         for table, (shift, mask, _) in zip(self._tables, self._chunks, strict=True):
-            table.setdefault((value >> shift) & mask, []).append(ident)
+            key = (value >> shift) & mask
+            entry = table.get(key)
+            if entry is None:
+                entry = table[key] = (array("Q"), array("L"))
+            entry[0].append(value)
+            entry[1].append(ident)
         return ident
 
     def query(self, value: int) -> list[tuple[int, int]]:
         """``(id, distance)`` of every stored hash within ``max_distance``, by id."""
-        seen: set[int] = set()
-        found = []
-        hashes, limit = self._hashes, self.max_distance
+        found: dict[int, int] = {}
+        limit = self.max_distance
         for table, (shift, mask, flips) in zip(self._tables, self._chunks, strict=True):
             chunk = (value >> shift) & mask
             for flip in flips:
-                for ident in table.get(chunk ^ flip, ()):
-                    if ident not in seen:
-                        seen.add(ident)
-                        distance = (hashes[ident] ^ value).bit_count()
-                        if distance <= limit:
-                            found.append((ident, distance))
-        found.sort()
-        return found
+                entry = table.get(chunk ^ flip)
+                if entry is not None:
+                    for stored, ident in zip(entry[0], entry[1], strict=True):
+                        if (stored ^ value).bit_count() <= limit:
+                            found[ident] = (stored ^ value).bit_count()
+        return sorted(found.items())
 
 
 def _best_parts(max_distance: int, expected_size: int) -> int:
@@ -86,13 +90,13 @@ def _flips(width: int, radius: int) -> list[int]:
             for bits in combinations(range(width), r)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Candidate:
     """What dedup needs of one row that passed the per-row rules (all small)."""
 
     order: tuple  # stable sort key: (candidate id, source file, row)
     ident: str
-    sha256: str
+    sha256: bytes  # digest of the image bytes
     phash: tuple[int, int, int]
     url: str | None
     caption_key: bytes
@@ -110,7 +114,7 @@ class Deduplicator:
         self.config = config
         self.thumb_of = thumb_of
         self.seen_ids: set[str] = set()
-        self.by_sha: dict[str, str] = {}
+        self.by_sha: dict[bytes, str] = {}
         self.by_url: dict[str, str] = {}
         self.captions: dict[bytes, tuple[int, str]] = {}  # caption -> (kept rows, first id)
         self.kept_pos: list[int] = []  # candidate position of each kept row

@@ -18,6 +18,7 @@ optional.
 from __future__ import annotations
 
 import concurrent.futures
+import hashlib
 import json
 import multiprocessing
 import shutil
@@ -33,8 +34,9 @@ import pyarrow.parquet as pq
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
 from brivl.filter.dedup import Candidate, Deduplicator
-from brivl.filter.image import THUMB_SIDE, ImageError, inspect, sha256_hex
+from brivl.filter.image import THUMB_SIDE, ImageError, inspect
 from brivl.report import progress
+from brivl.shard import eager_arrow_release
 
 REPORT_NAME = "filter_report.json"
 WORK_DIR = ".work"  # hidden: not a data file of the stage, removed when done
@@ -186,6 +188,7 @@ def scan_shard(
     """Apply the per-row rules to one input shard; write its scratch files; return its counts
     and the dedup candidates (small)."""
     cfg = FilterConfig.from_dict(config)
+    eager_arrow_release()  # also in worker processes
     source = Path(path).name
     handle = pq.ParquetFile(path)
     roles = input_columns(Path(path), handle.schema_arrow)
@@ -218,11 +221,11 @@ def scan_shard(
                     rejects[name].append(value)
                 continue
             feats, caption = result
-            digest = sha256_hex(row["image"])
+            digest = hashlib.sha256(row["image"]).digest()
             for name, value in (("candidate_id", ident), ("key", row.get("key")),
                                 ("url", row.get("url")), ("caption", caption),
                                 ("jpg", row["image"]), ("width", feats.width),
-                                ("height", feats.height), ("sha256", digest),
+                                ("height", feats.height), ("sha256", digest.hex()),
                                 ("page_url", row.get("page_url")), ("_row", index)):
                 kept[name].append(value)
             candidates.append(
@@ -340,6 +343,7 @@ def run_filter(
     ``out_dir`` starts over and gives byte-identical files; ``workers`` only changes speed.
     """
     cfg = config if isinstance(config, FilterConfig) else FilterConfig.from_dict(config)
+    eager_arrow_release()
     files = find_input_files(input_dir)
     for path in files:  # fail fast, before any work, on a file of the wrong shape
         input_columns(path, pq.ParquetFile(path).schema_arrow)
