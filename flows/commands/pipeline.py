@@ -73,6 +73,8 @@ def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
         server = serve(site, port=0)
     with server:
         cfg["crawl"].setdefault("allow_cidrs", [f"{server.host}/32"])
+        # below the demo's slow-body stall, so the "slow" fault shows up as a timeout
+        cfg.setdefault("download", {}).setdefault("timeout_s", 2.0)
         yield server.seed_urls
 
 
@@ -92,20 +94,14 @@ def run(args: argparse.Namespace) -> int:
 
 def print_summary(result: dict[str, Any], seconds: float) -> None:
     """The closing summary: counts per stage, metrics, model URI, how to open the UIs."""
-    from brivl.manifest import read_manifest
     from brivl.report import print_table
     from tasks.tracking import ui_command
 
-    data = result["data"]
-    rows = []
-    for stage in ("crawl", "download", "filter", "shard"):
-        counts = read_manifest(data[f"{stage}_dir"])["row_counts"]
-        rows.append({"stage": stage, **{k: v for k, v in counts.items() if isinstance(v, int)}})
-    print_table("Rows per stage", [_compact(r) for r in rows])
+    print_table("Rows per stage", stage_rows(result["data"]))
+    print_table("Rejected by reason", rejection_rows(result["data"]))
     model = result.get("model")
     if model:
-        metrics = {k: v for k, v in sorted(model["metrics"].items()) if isinstance(v, float)}
-        print_table("Evaluation", metrics)
+        print_table("Evaluation", headline_metrics(model["metrics"]))
         reg = model["registered"]
         print_table(
             "Model",
@@ -132,6 +128,53 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
     sys.stdout.flush()
 
 
-def _compact(row: dict[str, Any]) -> dict[str, Any]:
-    keep = ["stage"] + [k for k in row if k != "stage"][:6]
-    return {k: row[k] for k in keep}
+# (rows in, rows out) keys of each data stage's manifest row counts
+STAGE_FLOW = {
+    "crawl": ("pages", "candidates"),
+    "download": ("candidates", "downloaded"),
+    "filter": ("input", "kept"),
+    "shard": ("total", "train"),
+}
+HEADLINE = ("mean_recall", "_r1", "top1", "linear_probe_acc", "vqa/acc", "zeroshot_acc")
+
+
+def stage_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per data stage: rows in, rows out, rows rejected (shard: train/val)."""
+    from brivl.manifest import read_manifest
+
+    rows = []
+    for stage, (rows_in, rows_out) in STAGE_FLOW.items():
+        counts = read_manifest(data[f"{stage}_dir"])["row_counts"]
+        row = {"stage": stage, "in": counts.get(rows_in, 0), "out": counts.get(rows_out, 0)}
+        row["rejected"] = counts.get("val", 0) if stage == "shard" else row["in"] - row["out"]
+        rows.append(row)
+    rows[0]["note"] = "in = pages, out = image candidates, rejected = pages not fetched"
+    rows[0]["rejected"] = rows[0]["in"] - read_manifest(data["crawl_dir"])["row_counts"].get(
+        "pages_fetched", rows[0]["in"]
+    )
+    rows[-1]["note"] = "out = train, rejected column = val"
+    return rows
+
+
+def rejection_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows rejected per reason: download's reasons, then the filter's first failing rule."""
+    from brivl.manifest import read_manifest
+
+    rows = []
+    download = read_manifest(data["download_dir"])["row_counts"]
+    for key, count in sorted(download.items()):
+        if key.startswith("rejected:") and count:
+            rows.append({"stage": "download", "reason": key.split(":", 1)[1], "rows": count})
+    report = read_manifest(data["filter_dir"]).get("extra", {}).get("report", {})
+    for rule, count in report.get("by_rule", {}).items():
+        if count:
+            rows.append({"stage": "filter", "reason": rule, "rows": count})
+    return rows
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The metrics worth a glance (recalls, accuracies), without bookkeeping counts."""
+    return {
+        k: v for k, v in sorted(metrics.items())
+        if isinstance(v, float) and any(h in k for h in HEADLINE)
+    }
