@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from brivl.interpret.common import AugmentConfig, image_text_similarity, random_views
+from brivl.interpret.common import AugmentConfig, embed_texts, image_text_similarity, random_views
 from brivl.interpret.visualize import VisualizeConfig, visualize
 
 PROMPTS = ["a red circle", "a green square", "a blue triangle", "a yellow circle"]
@@ -17,15 +17,12 @@ def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def test_similarity_rises_and_beats_an_unrelated_prompt(trained_model, png):
     before = _state(trained_model)
-    # Unrelated: the other prompt the (grey) starting image matches best.
-    start = visualize(trained_model, TARGET, VisualizeConfig(steps=0, seed=0))
-    others = PROMPTS[1:]
-    unrelated_text = others[
-        int(image_text_similarity(trained_model, start.image, others)[0].argmax())
-    ]
+    texts = embed_texts(trained_model, PROMPTS)
+    unrelated_text = PROMPTS[int((texts @ texts[0]).argmin())]  # the model's least similar text
     result = visualize(trained_model, TARGET, VisualizeConfig(steps=40, seed=0))
     assert len(result.trace) == 41
-    assert result.final_similarity >= result.initial_similarity + 0.2, result.trace[::10]
+    initial = result.initial_similarity  # a quarter of the way to 1, at least
+    assert result.final_similarity >= initial + max(0.05, 0.25 * (1 - initial)), result.trace[::10]
     _, reread = png(result.image)  # judge the image exactly as it is saved
     target, unrelated = image_text_similarity(trained_model, reread, [TARGET, unrelated_text])[0]
     assert abs(float(target) - result.final_similarity) < 1e-4  # trace ends on the saved image
@@ -51,7 +48,8 @@ def test_same_seed_same_png_and_requested_size(trained_model, png):
 def test_pixel_parameterisation_also_climbs(trained_model):
     config = VisualizeConfig(steps=25, param="pixel", lr=0.1, seed=1)
     result = visualize(trained_model, TARGET, config)
-    assert result.final_similarity >= result.initial_similarity + 0.1, result.trace[::5]
+    initial = result.initial_similarity
+    assert result.final_similarity >= initial + max(0.05, 0.2 * (1 - initial)), result.trace[::5]
 
 
 def test_views_are_identity_without_augmentation_and_differ_with_it():
