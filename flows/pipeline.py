@@ -38,8 +38,8 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "eval_sets": "",  # a directory of eval Parquet sets, or {name: path}
     "eval": {},
     "index": {},
-    "generator": {},
-    "visualize": {},
+    "generator": {"steps": 200},  # CPU-sized; raise on a GPU
+    "grid": {"visualize": {"steps": 128}, "generate": {"steps": 128}},
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",
     "primary_metric": DEFAULT_PRIMARY_METRIC,
@@ -84,6 +84,6 @@ def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dic
             generator = train_generator_task(data["shard_dir"], cfg["generator"])
             out["generator_dir"] = generator
             out["prompt_grid"] = prompt_grid_task(
-                model["checkpoint"], generator, cfg["prompts"], cfg["visualize"]
+                model["checkpoint"], generator, cfg["prompts"], cfg["grid"]
             )
     return out
