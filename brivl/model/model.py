@@ -97,14 +97,16 @@ class BriVL(nn.Module):
 
     @torch.no_grad()
     def momentum_update(self, momentum: float) -> None:
-        """``theta_m <- momentum * theta_m + (1 - momentum) * theta`` for every trainable parameter."""
+        """``theta_m <- momentum * theta_m + (1 - momentum) * theta`` for every trainable parameter.
+
+        One fused in-place pass (``lerp``: no temporaries); ``momentum=1`` leaves the momentum
+        towers bit-identical, ``momentum=0`` copies the query towers bit-exactly.
+        """
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"momentum={momentum!r}; accepted: 0 <= momentum <= 1")
         q_params, k_params = self._momentum_pairs()
-        if not q_params:
-            return
-        torch._foreach_mul_(k_params, momentum)
-        torch._foreach_add_(k_params, torch._foreach_mul(q_params, 1.0 - momentum))
+        if q_params:
+            torch._foreach_lerp_(k_params, q_params, 1.0 - momentum)
 
     def check_global_batch(self, local_batch: int) -> int:
         """The global batch; raises if the queue size is not a multiple of it."""

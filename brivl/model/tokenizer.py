@@ -6,6 +6,7 @@ Everything is a HF ``tokenizers.Tokenizer`` (a single ``tokenizer.json`` file, n
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -17,7 +18,6 @@ from tokenizers import (
     normalizers,
     pre_tokenizers,
     processors,
-    trainers,
 )
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -38,27 +38,44 @@ def minilm_dir() -> Path:
 
 def train_tokenizer(captions: Iterable[str], vocab_size: int = 4000, min_frequency: int = 2,
                     lowercase: bool = True) -> Tokenizer:
-    """Train a WordPiece tokenizer (BERT-style normaliser, CJK split per character).
+    """Train a WordPiece tokenizer on captions, deterministically (same captions, same file).
 
-    Encodings are wrapped as ``[CLS] ... [SEP]``; ``[PAD]`` has id 0.
+    BERT-style normaliser and pre-tokeniser (CJK split per character). The vocabulary is the
+    special tokens, every character seen (alone and as a ``##`` continuation, most frequent
+    first if they do not all fit) and then the most frequent whole words (count >=
+    ``min_frequency``; ties by spelling), so rarer words decompose into characters. Encodings
+    are wrapped as ``[CLS] ... [SEP]``; ``[PAD]`` has id 0. (The ``tokenizers`` trainers break
+    ties by hash order and give a different vocabulary on every run.)
     """
-    if vocab_size < len(SPECIAL_TOKENS) + 1:
-        raise ValueError(f"vocab_size={vocab_size} is too small; accepted: >= {len(SPECIAL_TOKENS) + 1}")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(
+    if vocab_size < len(SPECIAL_TOKENS) + 2:
+        raise ValueError(f"vocab_size={vocab_size} is too small; accepted: >= {len(SPECIAL_TOKENS) + 2}")
+    normalizer = normalizers.BertNormalizer(
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    words: Counter[str] = Counter()
+    for caption in captions:
+        if isinstance(caption, str):
+            words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(caption)))
+    chars: Counter[str] = Counter()
+    for word, n in words.items():
+        chars[word[0]] += n
+        chars.update({f"##{c}": n for c in word[1:]})
+    for c in list(chars):  # every character both as a word start and a continuation
+        other = c[2:] if c.startswith("##") else f"##{c}"
+        chars.setdefault(other, 0)
+    by_count = sorted(chars, key=lambda t: (-chars[t], t))
+    vocab = list(SPECIAL_TOKENS) + by_count[: vocab_size - len(SPECIAL_TOKENS)]
+    frequent = sorted((w for w, n in words.items() if n >= min_frequency and len(w) > 1),
+                      key=lambda w: (-words[w], w))
+    vocab += frequent[: max(0, vocab_size - len(vocab))]
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        show_progress=False,
-    )
-    tok.train_from_iterator((c for c in captions if isinstance(c, str)), trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+        special_tokens=[("[CLS]", vocab.index("[CLS]")), ("[SEP]", vocab.index("[SEP]"))],
     )
     return tok
 

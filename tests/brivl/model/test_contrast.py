@@ -122,7 +122,7 @@ def test_ema_update_is_exact(tiny):
         for p in model.image_tower.parameters():
             p.add_(torch.randn_like(p))
         for p in model.text_tower.parameters():
-            p.mul_(1.5)
+            p.add_(0.5)
     pairs = [
         (p.detach().clone(), p_m.detach().clone(), p_m)
         for tower, tower_m in (
@@ -132,9 +132,15 @@ def test_ema_update_is_exact(tiny):
         for p, p_m in zip(tower.parameters(), tower_m.parameters(), strict=True)
     ]
     model.momentum_update(0.9)
-    for q, k_before, k_after in pairs:
-        assert torch.equal(k_after, k_before * 0.9 + q * (1.0 - 0.9))
+    eps = torch.finfo(torch.float32).eps
+    for q, k_before, k_after in pairs:  # the formula in float64, to float32 rounding
+        want = 0.9 * k_before.double() + 0.1 * q.double()
+        assert ((k_after.double() - want).abs() <= 2 * eps * (k_before.abs() + q.abs()).double()).all()
+        assert not torch.equal(k_after, k_before)
     assert all(not p.requires_grad for p in model.image_tower_m.parameters())
+    before = [p_m.clone() for _, _, p_m in pairs]
+    model.momentum_update(1.0)  # m = 1 leaves the momentum towers bit-identical
+    assert all(torch.equal(b, p_m) for b, (_, _, p_m) in zip(before, pairs, strict=True))
     model.momentum_update(0.0)  # m = 0 copies
     for tower, tower_m in (
         (model.image_tower, model.image_tower_m),

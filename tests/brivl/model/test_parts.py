@@ -12,7 +12,7 @@ from PIL import Image
 from brivl.model import ConfigError, create_model, list_models
 from brivl.model.pooling import grid_boxes, grid_patch_pool, grid_patch_pool_loop, num_patches
 from brivl.model.preprocess import load_images, try_load_images
-from brivl.model.tokenizer import TextTokenizer
+from brivl.model.tokenizer import TextTokenizer, train_tokenizer
 
 # -- multi-scale grid patch pooling -------------------------------------------------------
 
@@ -81,6 +81,17 @@ def test_tokenizer_pads_truncates_and_wraps(tokenizer):
     assert ids[0, 5] == tok.pad_id == 0
     with pytest.raises(TypeError):
         tok("one string")
+
+
+def test_tokenizer_training_is_deterministic(captions):
+    first = train_tokenizer(captions, vocab_size=120, min_frequency=2)
+    second = train_tokenizer(list(reversed(captions)), vocab_size=120, min_frequency=2)
+    assert first.to_str() == second.to_str() and first.get_vocab_size() <= 120
+    # frequent words are whole tokens; rarer ones fall back to characters, unseen ones to [UNK]
+    assert first.encode("the red cat").tokens == ["[CLS]", "the", "red", "cat", "[SEP]"]
+    assert first.encode("number 137").tokens[2:-1] == ["1", "##3", "##7"]
+    assert first.encode("zzz").tokens == ["[CLS]", "[UNK]", "[SEP]"]
+    assert train_tokenizer(captions, vocab_size=60, min_frequency=1).get_vocab_size() == 60
 
 
 # -- config registry and errors -----------------------------------------------------------
