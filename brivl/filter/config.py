@@ -80,7 +80,7 @@ class FilterConfig:
     allow_undetermined_language: bool = True  # keep captions the detector cannot place
     dedup_exact: bool = True  # sha256 of the image bytes
     near_dup_max_distance: int = 8  # Hamming distance of a per-channel pHash; -1: off
-    near_dup_max_pixel_diff: float = 55.0  # confirm on 32x32 thumbnails (0..255 scale)
+    near_dup_max_pixel_diff: float = 40.0  # thumbnail difference limit (see thumb_difference)
     dedup_url: bool = True
     max_identical_captions: int = 5  # kept rows sharing one normalised caption; 0: no cap
 
