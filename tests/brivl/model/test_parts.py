@@ -10,7 +10,13 @@ import torch
 from PIL import Image
 
 from brivl.model import ConfigError, create_model, list_models
-from brivl.model.pooling import grid_boxes, grid_patch_pool, grid_patch_pool_loop, num_patches
+from brivl.model.pooling import (
+    grid_boxes,
+    grid_patch_pool,
+    grid_patch_pool_adaptive,
+    grid_patch_pool_loop,
+    num_patches,
+)
 from brivl.model.preprocess import load_images, try_load_images
 from brivl.model.tokenizer import TextTokenizer, train_tokenizer
 
@@ -19,11 +25,17 @@ from brivl.model.tokenizer import TextTokenizer, train_tokenizer
 
 @pytest.mark.parametrize("hw", [(7, 7), (12, 12), (15, 13), (4, 4)])
 def test_batched_pooling_equals_per_sample_loop(hw):
-    fmap = torch.randn(3, 5, *hw)
+    fmap = torch.randn(3, 5, *hw, requires_grad=True)
     got = grid_patch_pool(fmap, [1, 6])
     assert got.shape == (3, 37, 5)
-    assert torch.allclose(got, grid_patch_pool_loop(fmap, [1, 6]), atol=1e-6)
+    want = grid_patch_pool_loop(fmap, [1, 6])
+    assert torch.allclose(got, want, atol=1e-6)
+    assert torch.allclose(grid_patch_pool_adaptive(fmap, [1, 6]), want, atol=1e-6)
     assert torch.allclose(got[:, 0], fmap.mean(dim=(2, 3)), atol=1e-6)  # patch 0 = whole image
+    weights = torch.randn_like(got)
+    grad, = torch.autograd.grad((got * weights).sum(), fmap)
+    grad_loop, = torch.autograd.grad((want * weights).sum(), fmap)
+    assert torch.allclose(grad, grad_loop, atol=1e-6)
 
 
 def test_grid_boxes_cover_the_map_row_major():
