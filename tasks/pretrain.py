@@ -6,7 +6,9 @@ Cached by (shard manifest hash, config, code version). The output directory
     checkpoint/        the final training checkpoint (loadable by brivl.model.load_checkpoint;
                        also holds optimizer, step and RNG state to train further)
     metrics.jsonl      every reported step (loss, lr, momentum, queue fill, samples/s, data wait)
-    metrics.json       final training metrics + validation retrieval R@k
+    metrics.json       final training metrics + validation retrieval R@k (with Ray Train also
+                       ray_nodes, worker_group_starts and the step the last group resumed from)
+    ray_workers.jsonl  Ray Train only: one line per worker start (rank, node id, pid, step)
     _manifest.json     written last
 
 While it runs, ``run/`` holds the initial model, the periodic checkpoints and Ray's storage;
@@ -16,9 +18,11 @@ a killed run rerun with the same inputs resumes from ``run/checkpoints``'s newes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -74,7 +78,7 @@ def pretrain(shard_dir: str, config: dict, out_dir: str | None = None) -> dict[s
             summary = _train_local(cfg, shard_dir, checkpoints, init, monitor.on_metrics)
         else:
             summary = _train_ray(cfg, shard_dir, checkpoints, init, work)
-    summary["resumed_from_step"] = resumed_from_step
+    summary.setdefault("resumed_from_step", resumed_from_step)  # Ray: its last group's start
     return _finish(run, cfg, shard_dir, checkpoints, summary)
 
 
@@ -134,18 +138,23 @@ def _train_ray(cfg: Any, shard_dir: str, checkpoints: Path, init: Path, work: Pa
     ray.data.DataContext.get_current().enable_progress_bars = False
     image_size = build_config(cfg.model, cfg.model_overrides).image_size
     files = [str(p) for p in shard_files(shard_dir, "train")]
-    dataset = ray.data.read_parquet(files, columns=["key", "image", "caption"]).map_batches(
+    dataset = ray.data.read_parquet(files, columns=["key", "image", "caption"],
+                                    num_cpus=cfg.data_cpus).map_batches(
         decode_augment_batch, batch_format="numpy", batch_size=cfg.batch_size,
+        num_cpus=cfg.data_cpus,
         fn_kwargs={"image_size": image_size, "augment": cfg.augment if cfg.augment.enabled else None},
     )
+    fit_id = uuid.uuid4().hex
     loop_config = {"config": cfg.to_dict(), "checkpoint_dir": str(checkpoints),
-                   "init_checkpoint": str(init), "samples_per_epoch": _train_rows(shard_dir)}
+                   "init_checkpoint": str(init), "samples_per_epoch": _train_rows(shard_dir),
+                   "fit_id": fit_id}
     trainer = TorchTrainer(
         _ray_train_loop,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         scaling_config=ScalingConfig(num_workers=cfg.workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker={"CPU": cfg.cpus_per_worker}),
+                                     resources_per_worker={"CPU": _cpus_per_worker(cfg)},
+                                     placement_strategy=cfg.placement_strategy),
         datasets={"train": dataset},
         run_config=RunConfig(
             name=f"{work.parent.name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -160,8 +169,51 @@ def _train_ray(cfg: Any, shard_dir: str, checkpoints: Path, init: Path, work: Pa
     if last is None:
         raise RuntimeError(f"Ray Train finished without writing a checkpoint under {checkpoints}")
     state = read_trainer_state(last)
+    starts = [w for w in _worker_starts(checkpoints) if w["fit_id"] == fit_id]
+    first_rank = [w for w in starts if w["rank"] == 0]
     return {"step": state["step"], "checkpoint": str(last), "metrics": state.get("metrics", {}),
-            "samples_seen": state.get("samples_seen")}
+            "samples_seen": state.get("samples_seen"),
+            "resumed_from_step": first_rank[-1]["start_step"] if first_rank else 0,
+            "worker_group_starts": len(first_rank),
+            "ray_nodes": len({w["node_id"] for w in starts})}
+
+
+WORKERS_LOG = "ray_workers.jsonl"  # one line per Ray Train worker start: rank, node, pid, step
+
+
+def _worker_starts(checkpoints: Path) -> list[dict[str, Any]]:
+    log = checkpoints / WORKERS_LOG
+    if not log.is_file():
+        return []
+    return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+
+
+def _record_worker_start(loop_config: dict) -> None:
+    """Append where this worker runs and the step it resumes from (for operators and tests)."""
+    import ray
+    import ray.train
+
+    context = ray.train.get_context()
+    record = {"fit_id": loop_config["fit_id"], "rank": context.get_world_rank(),
+              "world_size": context.get_world_size(), "node_id": ray.get_runtime_context().get_node_id(),
+              "pid": os.getpid(), "start_step": _latest_step(Path(loop_config["checkpoint_dir"])),
+              "time": time.time()}
+    with open(Path(loop_config["checkpoint_dir"]) / WORKERS_LOG, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+def _cpus_per_worker(cfg: Any) -> float:
+    """Requested CPUs per worker; by default what leaves ``data_cpus`` free (at most 1).
+
+    Ray Data's read/decode tasks each need ``data_cpus`` free CPUs: workers holding every CPU
+    would starve the data pipeline and the run would wait forever.
+    """
+    import ray
+
+    if cfg.cpus_per_worker is not None:
+        return float(cfg.cpus_per_worker)
+    total = float(ray.cluster_resources().get("CPU", 1.0))
+    return max(0.1, min(1.0, (total - cfg.data_cpus) / cfg.workers))
 
 
 def _ray_train_loop(loop_config: dict) -> None:
@@ -177,6 +229,7 @@ def _ray_train_loop(loop_config: dict) -> None:
 
         torch.cuda.set_device(ray.train.torch.get_device())
     shard = ray.train.get_dataset_shard("train")
+    _record_worker_start(loop_config)
 
     def batches(skip: int):
         epoch = 0
@@ -214,6 +267,11 @@ def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict
     metrics = {k: v for k, v in metrics.items() if v is not None}
     metrics["step"] = summary["step"]
     metrics["resumed_from_step"] = summary.get("resumed_from_step", 0)
+    for key in ("worker_group_starts", "ray_nodes"):
+        if key in summary:
+            metrics[key] = summary[key]
+    if (checkpoints / WORKERS_LOG).is_file():
+        shutil.copyfile(checkpoints / WORKERS_LOG, run.out_dir / WORKERS_LOG)
     if cfg.val_limit > 0 and any((Path(shard_dir) / "val").glob("*.parquet")):
         val = retrieval_metrics(load_checkpoint(final), shard_dir, "val", limit=cfg.val_limit)
         metrics.update({f"val_{k}": v for k, v in val.items()})

@@ -40,6 +40,7 @@ class TrainConfig:
     warmup_steps: int = 20  # linear warmup from 0 to ``lr``
     momentum_start: float = 0.99  # momentum-encoder EMA, cosine-increased ...
     momentum_end: float = 0.999  # ... to this value at the last step
+    use_queue: bool = True  # enqueue momentum keys (False: in-batch negatives only, ablation)
     grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping)
     checkpoint_every: int = 50  # steps between checkpoints (a final one is always written)
     keep_checkpoints: int = 2  # how many step checkpoints to keep
@@ -100,6 +101,9 @@ def _known(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
     return dict(values)
 
 
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+
+
 @dataclass
 class PretrainConfig(TrainConfig):
     """A pretraining stage run: the training config plus how to run it.
@@ -110,14 +114,26 @@ class PretrainConfig(TrainConfig):
 
     workers: int = 0
     use_gpu: bool = False
-    cpus_per_worker: float = 1.0  # Ray resources per training worker
+    cpus_per_worker: float | None = None  # Ray CPUs per worker (None: leave 1 for Ray Data)
+    placement_strategy: str = "PACK"  # Ray placement of the workers: PACK fills a node first,
+    #   SPREAD puts them on different nodes where it can (STRICT_*: must)
+    data_cpus: float = 1.0  # CPUs each Ray Data read/decode task asks for
     max_failures: int = 2  # Ray Train restarts the worker group this often, resuming
     val_limit: int = 1000  # validation pairs for the final retrieval R@k (0: skip)
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        problems = []
         if self.workers < 0:
-            raise ValueError(f"bad PretrainConfig: workers={self.workers} (accepted: >= 0)")
+            problems.append(f"workers={self.workers} (accepted: >= 0)")
+        if self.placement_strategy not in PLACEMENT_STRATEGIES:
+            problems.append(f"placement_strategy={self.placement_strategy!r} "
+                            f"(accepted: {', '.join(PLACEMENT_STRATEGIES)})")
+        if (self.cpus_per_worker is not None and self.cpus_per_worker <= 0) or self.data_cpus <= 0:
+            problems.append(f"cpus_per_worker={self.cpus_per_worker}, data_cpus={self.data_cpus} "
+                            "(accepted: > 0)")
+        if problems:
+            raise ValueError("bad PretrainConfig: " + "; ".join(problems))
 
     def train_config(self) -> TrainConfig:
         """The :class:`TrainConfig` part."""

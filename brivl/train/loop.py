@@ -114,6 +114,9 @@ def train(
         seed_everything(config.seed * 1000 + rank)  # per-worker randomness (dropout)
         step = 0
     resumed_from_step = step
+    if not config.use_queue and not model.config.in_batch_negatives:
+        raise ValueError("use_queue=False leaves no negatives; accepted: use_queue=True, or "
+                         "model_overrides={'in_batch_negatives': True}")
     samples_per_epoch = samples_per_epoch or getattr(batches, "samples_per_epoch", None)
     if config.steps is None and not samples_per_epoch:
         raise ValueError("config.epochs needs samples_per_epoch (or batches.samples_per_epoch)")
@@ -216,7 +219,7 @@ class _Runner:
         tokens = {k: v.to(self.device) for k, v in self.model.tokenize(captions).items()}
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             out = self.model(pixels, tokens["input_ids"], tokens["attention_mask"],
-                             momentum=self.momentum)
+                             momentum=self.momentum, enqueue=cfg.use_queue)
         out["loss"].backward()
         if self.world > 1:
             _average_gradients(self.params, self.world)
@@ -250,12 +253,14 @@ class _Meter:
         now = time.perf_counter()
         elapsed = now - self.interval_start
         means = self.sums / self.steps
-        timing = torch.tensor([self.wait, elapsed], dtype=torch.float64)
+        timing = torch.tensor([self.wait, elapsed], dtype=torch.float64, device=runner.device)
         if runner.world > 1:
             dist.all_reduce(means.div_(runner.world))
             dist.all_reduce(timing, op=dist.ReduceOp.MAX)  # the slowest worker's view
         values = dict(zip(self.NAMES, means.tolist(), strict=True))
         wait, elapsed = timing.tolist()
+        if runner.world > 1:
+            values["replica_drift"] = _replica_drift(runner.params)
         metrics = {
             "step": step,
             **values,
@@ -283,6 +288,14 @@ class _Timer:
 
     def __exit__(self, *exc: Any) -> None:
         self.meter.wait += time.perf_counter() - self.t0
+
+
+def _replica_drift(params: list[torch.nn.Parameter]) -> float:
+    """Spread across workers of the sum of |parameters| (0.0 while the replicas agree)."""
+    total = torch.stack([p.detach().double().abs().sum() for p in params]).sum().reshape(1)
+    spread = torch.cat([total, -total])
+    dist.all_reduce(spread, op=dist.ReduceOp.MAX)
+    return float(spread[0] + spread[1])
 
 
 def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
