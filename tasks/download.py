@@ -7,6 +7,7 @@ incremental mode skips the finished shards. Retried once (resuming is idempotent
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from brivl.env import apply_defaults
@@ -54,11 +55,14 @@ def download_task(
     run = resolve_download(candidates_dir, config, out_dir)
     if run.done:
         return str(run.out_dir)
+    distributor = contextlib.nullcontext()
     if settings.distributor == "ray":
+        from tasks.ray_download import use_ray_distributor
         from tasks.ray_runtime import ensure_ray
 
-        ensure_ray()  # img2dataset's ray distributor expects a running Ray
-    with progress("download shards", None) as advance:
+        ensure_ray()  # joins $RAY_ADDRESS, else starts a local Ray
+        distributor = use_ray_distributor()  # img2dataset's, plus the shard retries it lacks
+    with distributor, progress("download shards", None) as advance:
         run_download(
             candidates_dir,
             settings,
