@@ -2,13 +2,14 @@
 
 - ``brivl-data/scheduled-crawl``: the data flow (crawl → download → filter → shard) on a cron
   (or interval) schedule, for data engineers. Seeds come from ``--seed`` or ``$BRIVL_SEEDS``;
-  without seeds the deployment is registered with its schedule paused.
+  without seeds the deployment is registered with its schedule paused. One run at a time: a
+  tick that comes while the previous crawl still runs is cancelled.
 - ``brivl-retrain/retrain``: pretrain → evaluate → register, run on demand by ML ops::
 
       prefect deployment run brivl-retrain/retrain -p shard_dir=/data/shard/<key> \\
           --params '{"train_config": {"model": "brivl-tiny", "steps": 1000, "workers": 4}}'
 
-Both run on the work pool ``$BRIVL_WORK_POOL`` (default ``brivl-local``, a process pool that
+Retrain runs queue (one at a time). Both run on the work pool ``$BRIVL_WORK_POOL`` (default ``brivl-local``, a process pool that
 ``make serve`` starts a worker for); code is loaded from this checkout. ``--ray-address`` (default
 ``$RAY_ADDRESS``) is put into both deployments' environment: the download stage (with
 ``download_config.distributor = "ray"``) and training (``train_config.workers >= 1``) then run on
@@ -52,6 +53,7 @@ def deploy_data(
     ``parameters``: the data flow's stage configs (``crawl_config``, ``download_config``, ...).
     """
     from prefect import flow
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 
     unknown = sorted(set(parameters or {}) - set(DATA_PARAMETERS))
     if unknown:
@@ -62,6 +64,9 @@ def deploy_data(
         work_pool_name=work_pool(),
         parameters={"seeds": seeds, **(parameters or {})},
         job_variables=_job_variables(ray_address),
+        # a tick while the last crawl still runs is skipped: two runs would race on one stage dir
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW),
         paused=not seeds,
         print_next_steps=False,
         ignore_warnings=True,
@@ -80,6 +85,7 @@ def deploy_retrain(ray_address: str | None = None) -> str:
         name="retrain",
         work_pool_name=work_pool(),
         job_variables=_job_variables(ray_address),
+        concurrency_limit=1,  # retrains queue up: one training run at a time
         print_next_steps=False,
         ignore_warnings=True,
         tags=["brivl", "train"],
