@@ -29,6 +29,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from brivl.env import apply_defaults, project_home
 
@@ -174,13 +175,10 @@ def _wait_healthy(home: Path, service: Service, proc: subprocess.Popen | None,
         print(f"{service.name}: started (pid {proc.pid})")
 
 
-def ensure_work_pool(spec_file: Path = WORK_POOL_FILE, name: str = WORK_POOL) -> None:
-    """Create (or update) the process work pool described by ``infra/prefect/work-pool.json``.
-
-    The file's ``job_variables.env`` becomes the default environment of every flow run.
-    """
-    os.environ["PREFECT_API_URL"] = PREFECT_API_URL
-    from prefect.client.orchestration import get_client
+def work_pool_spec(spec_file: Path = WORK_POOL_FILE, name: str = WORK_POOL) -> Any:
+    """The work pool described by ``infra/prefect/work-pool.json`` as a Prefect ``WorkPoolCreate``:
+    the process worker's default job template with the file's ``job_variables`` as defaults
+    (its ``env`` becomes the default environment of every flow run)."""
     from prefect.client.schemas.actions import WorkPoolCreate
     from prefect.workers.process import ProcessWorker
 
@@ -193,10 +191,18 @@ def ensure_work_pool(spec_file: Path = WORK_POOL_FILE, name: str = WORK_POOL) ->
         if key not in properties:
             raise ValueError(f"{spec_file}: unknown job variable {key!r}; known: {sorted(properties)}")
         properties[key]["default"] = value
-    pool = WorkPoolCreate(
+    return WorkPoolCreate(
         name=name, type="process", base_job_template=template,
         description=spec.get("description"), concurrency_limit=spec.get("concurrency_limit"),
     )
+
+
+def ensure_work_pool(spec_file: Path = WORK_POOL_FILE, name: str = WORK_POOL) -> None:
+    """Create (or update) the work pool on the local Prefect server from ``spec_file``."""
+    os.environ["PREFECT_API_URL"] = PREFECT_API_URL
+    from prefect.client.orchestration import get_client
+
+    pool = work_pool_spec(spec_file, name)
     with get_client(sync_client=True) as client:
         client.create_work_pool(pool, overwrite=True)
     print(f"work pool {name}: {spec_file.name} applied")
