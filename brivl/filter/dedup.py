@@ -63,12 +63,12 @@ class HammingIndex:
         limit = self.max_distance
         for table, (shift, mask, flips) in zip(self._tables, self._chunks, strict=True):
             chunk = (value >> shift) & mask
-            for flip in flips:
-                entry = table.get(chunk ^ flip)
-                if entry is not None:
-                    for stored, ident in zip(entry[0], entry[1], strict=True):
-                        if (stored ^ value).bit_count() <= limit:
-                            found[ident] = (stored ^ value).bit_count()
+            # probe all neighbouring chunk values at C speed; only filled buckets come back
+            for hashes, ids in filter(None, map(table.get, [chunk ^ f for f in flips])):
+                for stored, ident in zip(hashes, ids, strict=True):
+                    distance = (stored ^ value).bit_count()
+                    if distance <= limit:
+                        found[ident] = distance
         return sorted(found.items())
 
 

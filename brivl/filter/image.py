@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import struct
 import warnings
 from dataclasses import dataclass
 
@@ -72,19 +73,27 @@ def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
 
     Raises :class:`ImageError` for anything that is not a complete, decodable image of at
     most ``max_pixels`` pixels.
+
+    A complete JPEG (SOF header found, ending in its EOI marker) is decoded by OpenCV's scaled
+    libjpeg decode, ~2x faster than PIL's (whose header parsing alone costs as much);
+    anything else - PNG, WebP, a JPEG cut short - goes through PIL, whose full decode raises
+    on truncation. EXIF orientation is ignored on both paths.
     """
     if not data:
         raise ImageError("no image bytes")
+    size = _complete_jpeg_size(data) if cv2 is not None else None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))  # reads the header only
-            width, height = image.size
-            if width * height > max_pixels:
-                raise ImageError(f"{width}x{height} pixels is more than max_image_pixels {max_pixels}")
-            if width < 1 or height < 1:
-                raise ImageError(f"empty image {width}x{height}")
-            small = _small_rgb(data, image)
+        if size is not None:
+            width, height = size
+            _check_size(width, height, max_pixels)
+            small = _small_rgb_cv2(data, min(width, height))
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))  # reads the header only
+                width, height = image.size
+                _check_size(width, height, max_pixels)
+                small = _small_rgb_pil(image)
     except ImageError:
         raise
     except Exception as exc:  # PIL raises many types for broken files; each is a bad row
@@ -98,22 +107,51 @@ def inspect(data: bytes | None, max_pixels: int) -> ImageFeatures:
     return ImageFeatures(width, height, hashes, thumb)
 
 
-def _small_rgb(data: bytes, image: Image.Image) -> np.ndarray:
-    """The picture as HASH_SIDE x HASH_SIDE x 3 float RGB, decoded at reduced scale.
+def _check_size(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f"{width}x{height} pixels is more than max_image_pixels {max_pixels}")
+    if width < 1 or height < 1:
+        raise ImageError(f"empty image {width}x{height}")
 
-    A complete JPEG (ending in its EOI marker) goes through OpenCV's scaled libjpeg decode,
-    ~1.6x faster than PIL's; anything else - PNG, WebP, a JPEG cut short - through PIL, whose
-    full decode raises on truncation. EXIF orientation is ignored on both paths.
-    """
-    short = min(image.size)
-    if cv2 is not None and image.format == "JPEG" and data.rstrip(b"\0").endswith(b"\xff\xd9"):
-        reduce = next((flag for side, flag in _CV2_REDUCED if short >= side), cv2.IMREAD_COLOR)
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), reduce | cv2.IMREAD_IGNORE_ORIENTATION)
-        if decoded is None:
-            raise ImageError("the JPEG data could not be decoded")
-        small = cv2.resize(decoded, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
-        return small[:, :, ::-1].astype(np.float64)  # BGR -> RGB
-    image.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))  # JPEG: decode at 1/2..1/8 scale
+
+_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+
+
+def _complete_jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the SOF segment of a JPEG that ends in its EOI marker; None for
+    anything else (not a JPEG, cut short, or a header this walk does not understand)."""
+    if data[:2] != b"\xff\xd8" or not data.rstrip(b"\0").endswith(b"\xff\xd9"):
+        return None
+    pos, end = 2, len(data) - 9
+    while pos < end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _SOF:
+            height, width = struct.unpack(">HH", data[pos + 5:pos + 9])
+            return width, height
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        pos += 2 + struct.unpack(">H", data[pos + 2:pos + 4])[0]
+    return None
+
+
+def _small_rgb_cv2(data: bytes, short: int) -> np.ndarray:
+    """A complete JPEG as HASH_SIDE x HASH_SIDE x 3 float RGB, decoded at 1/8..1/1 scale."""
+    reduce = next((flag for side, flag in _CV2_REDUCED if short >= side), cv2.IMREAD_COLOR)
+    decoded = cv2.imdecode(np.frombuffer(data, np.uint8), reduce | cv2.IMREAD_IGNORE_ORIENTATION)
+    if decoded is None:
+        raise ImageError("the JPEG data could not be decoded")
+    small = cv2.resize(decoded, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
+    return small[:, :, ::-1].astype(np.float64)  # BGR -> RGB
+
+
+def _small_rgb_pil(image: Image.Image) -> np.ndarray:
+    """Any image PIL opens, as HASH_SIDE x HASH_SIDE x 3 float RGB (JPEG at reduced scale)."""
+    image.draft("RGB", (2 * HASH_SIDE, 2 * HASH_SIDE))
     image.load()  # decodes the whole stream: truncation raises here
     if image.mode != "RGB":
         image = image.convert("RGB")
