@@ -64,3 +64,24 @@ def test_pipeline_registers_a_model_with_lineage(demo, capsys) -> None:
     print_summary(result, seconds=1.0)
     summary = capsys.readouterr().err
     assert "Rows per stage" in summary and registered["model_uri"] in summary
+
+
+def test_brivl_data_reruns_the_same_data_flow_from_cache(demo, tmp_path, capsys) -> None:
+    """`brivl data` with the pipeline's data config: every stage comes from the cache."""
+    import json
+
+    from flows.cli import main
+    from flows.data import data_flow
+
+    server, _ = demo
+    config = tmp_path / "data.json"
+    config.write_text(json.dumps({"download": CONFIG["download"]}))
+    before = len(server.access_log.snapshot())
+    assert main(["data", "--seed", server.seed_urls[0], "--allow-cidr", "127.0.0.1/32",
+                 "--config", str(config)]) == 0
+    out, err = capsys.readouterr()
+    assert "Rows per stage" in err and "Rejected by reason" in err
+    assert len(server.access_log.snapshot()) == before, "a cached rerun must not fetch anything"
+    state = data_flow(server.seed_urls, {"allow_cidrs": ["127.0.0.1/32"]}, CONFIG["download"],
+                      {}, {}, return_state=True)
+    assert out.strip().splitlines()[-1] == state.result()["shard_dir"]
