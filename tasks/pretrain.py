@@ -135,11 +135,18 @@ def _train_ray(cfg: Any, shard_dir: str, checkpoints: Path, init: Path, work: Pa
     from tasks.ray_runtime import ensure_ray
 
     ensure_ray()
-    ray.data.DataContext.get_current().enable_progress_bars = False
     image_size = build_config(cfg.model, cfg.model_overrides).image_size
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    # decoded blocks of a few batches: a decode task hands its first rows on at once instead
+    # of after its whole input file, so workers do not stall when a new file starts
+    context.target_max_block_size = max(1 << 20, 4 * cfg.batch_size * 3 * image_size**2)
     files = [str(p) for p in shard_files(shard_dir, "train")]
-    dataset = ray.data.read_parquet(files, columns=["key", "image", "caption"],
-                                    num_cpus=cfg.data_cpus).map_batches(
+    dataset = _epochs_dataset(
+        files, cfg, _train_rows(shard_dir),
+        lambda some: ray.data.read_parquet(some, columns=["key", "image", "caption"],
+                                           num_cpus=cfg.data_cpus),
+    ).map_batches(
         decode_augment_batch, batch_format="numpy", batch_size=cfg.batch_size,
         num_cpus=cfg.data_cpus,
         fn_kwargs={"image_size": image_size, "augment": cfg.augment if cfg.augment.enabled else None},
@@ -202,6 +209,24 @@ def _record_worker_start(loop_config: dict) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
+def _epochs_dataset(files: list[str], cfg: Any, n_train: int, read: Callable[[list[str]], Any]) -> Any:
+    """Every epoch the run needs as one dataset (a union; file order reshuffled per epoch).
+
+    One long stream: workers never wait for a new epoch's pipeline to start. (Listing the
+    same file twice in one read does not work: the reader drops the repeat.)
+    """
+    import numpy as np
+
+    total = cfg.total_steps(n_train, cfg.workers) * cfg.batch_size * cfg.workers
+    epochs = total // max(1, n_train) + 2  # + the partial epoch and batches dropped at the end
+    parts = []
+    for epoch in range(epochs):
+        order = (np.random.default_rng([cfg.seed, epoch]).permutation(len(files)) if cfg.shuffle
+                 else range(len(files)))
+        parts.append(read([files[i] for i in order]))
+    return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
 def _cpus_per_worker(cfg: Any) -> float:
     """Requested CPUs per worker; by default what leaves ``data_cpus`` free (at most 1).
 
@@ -232,18 +257,20 @@ def _ray_train_loop(loop_config: dict) -> None:
     _record_worker_start(loop_config)
 
     def batches(skip: int):
-        epoch = 0
+        # the dataset already holds every epoch the run needs (see _epochs_dataset); another
+        # pass only happens if a restart consumed more than planned
+        rounds = 0
         while True:
             for batch in shard.iter_batches(batch_size=cfg.batch_size, batch_format="numpy",
                                             drop_last=True, prefetch_batches=2,
                                             local_shuffle_buffer_size=(4 * cfg.batch_size
                                                                        if cfg.shuffle else None),
-                                            local_shuffle_seed=cfg.seed + epoch):
+                                            local_shuffle_seed=cfg.seed + rounds):
                 if skip > 0:  # already trained on before a restart
                     skip -= 1
                     continue
                 yield batch
-            epoch += 1
+            rounds += 1
 
     train(cfg.train_config(), batches, ray.train.report, loop_config["checkpoint_dir"],
           resume=True, init_checkpoint=loop_config["init_checkpoint"],

@@ -274,6 +274,7 @@ class _Meter:
             "bad_samples": state["bad_samples"],
             "skipped_batches": state["skipped_batches"],
             "elapsed_s": now - self.start,
+            "torch_threads": torch.get_num_threads(),
         }
         self.interval_start, self.wait, self.sums, self.steps = now, 0.0, None, 0
         return metrics
