@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +106,7 @@ def train(
         _check_resumable(saved, config, latest)
         state.update({k: saved[k] for k in state if k in saved})
         step = int(saved["step"])
+        previous_metrics = saved.get("metrics") or {}
     else:
         seed_everything(config.seed)
         model = load_checkpoint(init_checkpoint) if init_checkpoint else build_model(config, captions)
@@ -113,6 +114,7 @@ def train(
         optimizer = make_optimizer(model, config)
         seed_everything(config.seed * 1000 + rank)  # per-worker randomness (dropout)
         step = 0
+        previous_metrics = {}
     resumed_from_step = step
     if not config.use_queue and not model.config.in_batch_negatives:
         raise ValueError("use_queue=False leaves no negatives; accepted: use_queue=True, or "
@@ -129,7 +131,8 @@ def train(
     meter = _Meter()
     try:
         step, checkpoint, last = _loop(config, runner, source, state, meter, step, total, report,
-                                       checkpoint_dir, checkpoint, log, samples_per_epoch)
+                                       checkpoint_dir, checkpoint, log, samples_per_epoch,
+                                       previous_metrics)
     finally:
         source.close()
     return {"step": step, "total_steps": total, "checkpoint": str(checkpoint) if checkpoint else None,
@@ -139,11 +142,12 @@ def train(
             "samples_seen": state["samples_seen"], "model": model}
 
 
-def _loop(config, runner, source, state, meter, step, total, report, checkpoint_dir, checkpoint,
-          log, samples_per_epoch):
+def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: dict[str, Any],
+          meter: _Meter, step: int, total: int, report: Report | None,
+          checkpoint_dir: str | Path | None, checkpoint: Path | None, log: Path | None,
+          samples_per_epoch: int | None, last: dict[str, Any]) -> tuple[int, Path | None, dict]:
     """Steps until ``total`` (or the data ends); reports and checkpoints on schedule."""
     model, optimizer, world = runner.model, runner.optimizer, runner.world
-    last: dict[str, Any] = {}
     while step < total:
         with meter.waiting():
             batch = next(source, None)
@@ -168,7 +172,7 @@ def _loop(config, runner, source, state, meter, step, total, report, checkpoint_
         if checkpoint_dir is not None and (step % config.checkpoint_every == 0 or step == total):
             checkpoint = save_training_checkpoint(
                 checkpoint_dir, step, model, optimizer,
-                {**state, "epoch": _epoch(state, config, world, samples_per_epoch),
+                {**state, "epoch": _epoch(state, samples_per_epoch),
                  "total_steps": total, "config": config.to_dict(), "metrics": last},
                 keep=config.keep_checkpoints)
     return step, checkpoint, last
@@ -334,7 +338,7 @@ def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> 
         )
 
 
-def _epoch(state: dict[str, Any], config: TrainConfig, world: int, samples_per_epoch: int | None) -> float:
+def _epoch(state: dict[str, Any], samples_per_epoch: int | None) -> float:
     if not samples_per_epoch:
         return math.nan
     return state["samples_seen"] / samples_per_epoch
