@@ -27,6 +27,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     eval_dir = tmp_path_factory.mktemp("eval")
     site.eval_sets(eval_dir, n_zeroshot=24, n_retrieval=16, n_text=24, n_vqa=24)
     with serve(site) as server:
+        server.site = site
         yield server, eval_dir
 
 
@@ -85,3 +86,72 @@ def test_brivl_data_reruns_the_same_data_flow_from_cache(demo, tmp_path, capsys)
     state = data_flow(server.seed_urls, {"allow_cidrs": ["127.0.0.1/32"]}, CONFIG["download"],
                       {}, {}, return_state=True)
     assert out.strip().splitlines()[-1] == state.result()["shard_dir"]
+
+
+# fault kind of the demo web -> the reasons the data flow may record for it
+EXPECTED_REASONS = {
+    "robots": {"robots_disallowed"},
+    "optout_meta": {"optout_meta"},
+    "optout_header": {"optout_header"},
+    "http_404": {"http_404"},
+    "http_500": {"http_500"},
+    "slow": {"timeout"},
+    "not_image": {"not_image"},
+    "truncated": {"truncated"},
+    "bomb": {"decompression_bomb"},
+    "redirect_loop": {"redirect_loop"},
+    "tiny": {"image_too_small"},
+    "aspect": {"aspect_ratio"},
+    "empty_text": {"caption_too_short"},
+    "overlong_text": {"caption_too_long"},
+    "spam_text": {"spam"},
+    "blocklisted_text": {"blocklist"},
+}
+
+
+def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo) -> None:
+    """Accounting across the whole data flow: download reasons and filter rules included."""
+    from urllib.parse import urlparse
+
+    import pyarrow.parquet as pq
+
+    from flows.data import data_flow
+
+    server, _ = demo
+    data = data_flow(server.seed_urls, CONFIG["crawl"], CONFIG["download"], {}, {})
+
+    def table(folder: str, columns: list[str]) -> list[dict]:
+        return [row for f in sorted(Path(folder).rglob("*.parquet"))
+                for row in pq.read_table(f, columns=columns).to_pylist()]
+
+    outcome: dict[str, str] = {}
+    for row in table(f"{data['download_dir']}/rejected", ["image_url", "reason"]):
+        outcome[urlparse(row["image_url"]).path] = row["reason"]
+    for row in table(f"{data['filter_dir']}/rejected", ["url", "rule"]):
+        outcome[urlparse(row["url"]).path] = row["rule"]
+    kept = [urlparse(r["url"]).path for split in ("train", "val")
+            for r in table(f"{data['shard_dir']}/{split}", ["url"])]
+    assert not set(kept) & set(outcome), "a row is both kept and rejected"
+    outcome.update(dict.fromkeys(kept, "kept"))
+
+    site = server.site
+    candidates = {i.path: i for i in site.images if i.fault != "robots_page"}
+    assert set(outcome) == set(candidates), "every candidate ends kept or rejected, nothing else"
+    crawl = read_manifest(data["crawl_dir"])["row_counts"]["candidates"]
+    assert crawl == len(candidates) == len(outcome)
+
+    for path, truth in candidates.items():
+        if truth.fault in EXPECTED_REASONS:
+            assert outcome[path] in EXPECTED_REASONS[truth.fault], (path, truth.fault, outcome[path])
+    for kind in ("duplicate", "near_duplicate"):
+        groups: dict[str, list[str]] = {}
+        for truth in candidates.values():
+            if truth.fault == kind:
+                groups.setdefault(truth.source_path, [truth.source_path]).append(truth.path)
+        assert groups, kind
+        rule = "duplicate_image" if kind == "duplicate" else "near_duplicate"
+        for members in groups.values():
+            # members rejected by an earlier per-row rule never reach dedup
+            survivors = [outcome[m] for m in members if outcome[m] in ("kept", rule)]
+            assert survivors.count("kept") <= 1, (kind, members, survivors)
+            assert len(survivors) <= 1 or rule in survivors, (kind, members, survivors)
