@@ -44,7 +44,8 @@ def ray_temp_dir(home: Path | None = None) -> Path:
     """Ray's session directory; short, because Ray's unix socket paths must fit 107 bytes."""
     home = home or project_home()
     candidate = home / "ray"
-    if len(str(candidate)) <= 48:
+    # Ray appends "/session_<date>_<time>_<usec>_<pid>/sockets/plasma_store" (~65 bytes)
+    if len(str(candidate)) <= 36:
         return candidate
     digest = hashlib.sha256(str(home).encode()).hexdigest()[:10]
     return Path(tempfile.gettempdir()) / f"brivl-ray-{digest}"
