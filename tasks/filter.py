@@ -9,7 +9,6 @@ I/O, and a rerun starts the stage over (the filter output is rebuilt, byte-ident
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from brivl.env import apply_defaults
 
@@ -20,7 +19,7 @@ from prefect import task  # noqa: E402
 from brivl import manifest  # noqa: E402
 from brivl.filter import FilterConfig, run_filter  # noqa: E402
 from brivl.fingerprint import file_sha256, stable_hash  # noqa: E402
-from tasks.stage import StageRun, resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import ConfiguredStage, StageRun  # noqa: E402
 
 STAGE = "filter"
 FILTER_CODE = ["brivl.filter"]
@@ -41,27 +40,17 @@ def input_id(input_dir: str | Path) -> str:
     return stable_hash({str(p.relative_to(path)): file_sha256(p) for p in files})
 
 
-def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
-    return dict(
-        parameters,
-        input_dir=input_id(parameters["input_dir"]),
-        config=FilterConfig.from_dict(parameters.get("config")).to_dict(),
-    )
-
-
-def _filter_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    return stage_cache_key(STAGE, FILTER_CODE, ["input_dir"])(context, _resolved(parameters))
+FILTER_STAGE = ConfiguredStage(STAGE, tuple(FILTER_CODE), FilterConfig, identify=input_id)
 
 
 def resolve_filter(
     input_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> StageRun:
-    """Where a filter of ``input_dir`` with ``config`` writes (and whether it is done)."""
-    settings = FilterConfig.from_dict(config).to_dict()
-    return resolve_stage(STAGE, FILTER_CODE, [input_id(input_dir)], settings, out_dir)
+    """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
+    return FILTER_STAGE.resolve(input_dir, config, out_dir)
 
 
-@task(name="filter", cache_key_fn=_filter_cache_key, persist_result=True)
+@task(name="filter", cache_key_fn=FILTER_STAGE.cache_key, persist_result=True)
 def filter_task(
     input_dir: str, config: dict | None = None, out_dir: str | None = None, workers: int = 1
 ) -> str:

@@ -7,8 +7,6 @@ ending with exactly the rows of an uninterrupted run. Retried once (resuming is 
 
 from __future__ import annotations
 
-from typing import Any
-
 from brivl.env import apply_defaults
 
 apply_defaults()
@@ -18,35 +16,25 @@ from prefect import task  # noqa: E402
 from brivl import manifest  # noqa: E402
 from brivl.shard import ShardConfig, write_shards  # noqa: E402
 from tasks.filter import input_id  # noqa: E402
-from tasks.stage import StageRun, resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import ConfiguredStage, StageRun  # noqa: E402
 
 STAGE = "shard"
 SHARD_CODE = ["brivl.shard"]
 
 
-def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
-    return dict(
-        parameters,
-        input_dir=input_id(parameters["input_dir"]),
-        config=ShardConfig.from_dict(parameters.get("config")).to_dict(),
-    )
-
-
-def _shard_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    return stage_cache_key(STAGE, SHARD_CODE, ["input_dir"])(context, _resolved(parameters))
+SHARD_STAGE = ConfiguredStage(STAGE, tuple(SHARD_CODE), ShardConfig, identify=input_id)
 
 
 def resolve_shard(
     input_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> StageRun:
-    """Where sharding ``input_dir`` with ``config`` writes (and whether it is done)."""
-    settings = ShardConfig.from_dict(config).to_dict()
-    return resolve_stage(STAGE, SHARD_CODE, [input_id(input_dir)], settings, out_dir)
+    """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
+    return SHARD_STAGE.resolve(input_dir, config, out_dir)
 
 
 @task(
     name="shard",
-    cache_key_fn=_shard_cache_key,
+    cache_key_fn=SHARD_STAGE.cache_key,
     persist_result=True,
     retries=1,
     retry_delay_seconds=2,

@@ -84,3 +84,36 @@ def stage_cache_key(
         return cache_key
 
     return key_fn
+
+
+@dataclass(frozen=True)
+class ConfiguredStage:
+    """A one-input stage whose config is a dataclass with ``from_dict``/``to_dict``.
+
+    Its identity uses the *normalised* config (defaults filled in), so ``{}`` and the full
+    default config name the same run, and ``identify`` for the input (default: the input
+    directory's manifest hash).
+    """
+
+    stage: str
+    code_modules: tuple[str, ...]
+    config_cls: Any
+    identify: Callable[[Any], str] = input_identity
+    input_param: str = "input_dir"
+
+    def resolve(self, input_dir: Any, config: Any = None, out_dir: str | Path | None = None) -> StageRun:
+        """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
+        settings = self.config_cls.from_dict(config).to_dict()
+        return resolve_stage(
+            self.stage, self.code_modules, [self.identify(input_dir)], settings, out_dir
+        )
+
+    def cache_key(self, context: Any, parameters: dict[str, Any]) -> str:
+        """The Prefect ``cache_key_fn``: :func:`stage_cache_key` over normalised parameters."""
+        normalised = {
+            **parameters,
+            self.input_param: self.identify(parameters[self.input_param]),
+            "config": self.config_cls.from_dict(parameters.get("config")).to_dict(),
+        }
+        key_fn = stage_cache_key(self.stage, self.code_modules, [self.input_param])
+        return key_fn(context, normalised)
