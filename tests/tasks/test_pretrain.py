@@ -53,6 +53,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+@pytest.mark.slow  # ~70 s on an idle 2-core box, most of it Ray Train's fixed start-up cost
 def test_two_ray_workers_train_end_to_end_and_a_rerun_is_a_cache_hit(
     ray_cluster, shards: Path, tmp_path: Path
 ) -> None:
