@@ -1,85 +1,111 @@
 """Dedup over the rows that passed the per-row rules, visited in a stable order.
 
-:class:`HammingIndex` finds stored 64-bit hashes within a Hamming distance ``t`` without
-comparing against all of them (multi-index hashing): each hash is cut into ``m`` chunks, and
-with ``r = t // m``, ``m * (r + 1) > t``, so any hash within ``t`` of the query is within
-``r`` bits of it on at least one chunk. A query looks up, per chunk, the buckets of every
-value within ``r`` bits of its own chunk and compares only the rows found there. ``m`` is
-picked for the expected number of stored hashes: few long chunks probed widely for many
-rows (for ``t = 8``: 9 exact 7-bit chunks up to ~1,600 rows, 5 chunks probed at radius 1
-beyond, 3 chunks at radius 2 from ~100,000 rows), so a query stays far below ``O(n)``.
+Near-duplicate *candidates* are found for all rows at once by :func:`near_pairs`
+(multi-index hashing, vectorised): each 64-bit hash is cut into ``m`` chunks and, with
+``r = t // m``, ``m * (r + 1) > t``, so two hashes within ``t`` bits agree within ``r`` bits
+on at least one chunk. Per chunk, rows are joined with the rows whose chunk value differs by
+at most ``r`` bits, and only those pairs are compared. ``m`` is picked for the number of
+rows (few long chunks probed widely for many rows), so the work grows far slower than
+``n**2``. :class:`Deduplicator` then visits the rows in order and compares a row only with
+its kept near neighbours.
 """
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import combinations
 from math import comb
+from typing import NamedTuple
+
+import numpy as np
 
 from brivl.filter.image import thumb_difference
 
 BITS = 64
+_M1, _M2, _M4, _H01 = (np.uint64(v) for v in (0x5555555555555555, 0x3333333333333333,
+                                                0x0F0F0F0F0F0F0F0F, 0x0101010101010101))
 
 
-class HammingIndex:
-    """Stored 64-bit hashes, queried for those within ``max_distance`` bits."""
-
-    def __init__(self, max_distance: int, expected_size: int = 1000) -> None:
-        if not 0 <= max_distance < BITS // 2:
-            raise ValueError(f"max_distance must be in 0..{BITS // 2 - 1}, got {max_distance}")
-        self.max_distance = max_distance
-        parts = _best_parts(max_distance, expected_size)
-        radius = max_distance // parts
-        edges = [round(i * BITS / parts) for i in range(parts + 1)]
-        self._chunks = []  # (shift, mask, flips within `radius` bits of a chunk value)
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
-            width = hi - lo
-            self._chunks.append((BITS - hi, (1 << width) - 1, _flips(width, radius)))
-        # per chunk: chunk value -> (hashes, ids) of the rows stored under it, as flat arrays
-        self._tables: list[dict[int, tuple[array, array]]] = [{} for _ in self._chunks]
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def add(self, value: int) -> int:
-        """Store ``value``; return its id (ids count up from 0 in insertion order)."""
-        ident = self._size
-        self._size += 1
-        for table, (shift, mask, _) in zip(self._tables, self._chunks, strict=True):
-            key = (value >> shift) & mask
-            entry = table.get(key)
-            if entry is None:
-                entry = table[key] = (array("Q"), array("L"))
-            entry[0].append(value)
-            entry[1].append(ident)
-        return ident
-
-    def query(self, value: int) -> list[tuple[int, int]]:
-        """``(id, distance)`` of every stored hash within ``max_distance``, by id."""
-        found: dict[int, int] = {}
-        limit = self.max_distance
-        for table, (shift, mask, flips) in zip(self._tables, self._chunks, strict=True):
-            chunk = (value >> shift) & mask
-            # probe all neighbouring chunk values at C speed; only filled buckets come back
-            for hashes, ids in filter(None, map(table.get, [chunk ^ f for f in flips])):
-                for stored, ident in zip(hashes, ids, strict=True):
-                    distance = (stored ^ value).bit_count()
-                    if distance <= limit:
-                        found[ident] = distance
-        return sorted(found.items())
+def popcount(values: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (SWAR; numpy < 2 has no bitwise_count)."""
+    x = values - ((values >> np.uint64(1)) & _M1)
+    x = (x & _M2) + ((x >> np.uint64(2)) & _M2)
+    x = (x + (x >> np.uint64(4))) & _M4
+    return ((x * _H01) >> np.uint64(56)).astype(np.int64)
 
 
-def _best_parts(max_distance: int, expected_size: int) -> int:
-    """Chunk count with the least expected work per query: bucket probes (~0.5 us each) plus
-    rows compared (~0.3 us each, assuming uniformly spread hashes)."""
+def near_pairs(hashes: np.ndarray, max_distance: int, *, parts: int | None = None,
+               block_pairs: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair ``i < j`` of ``hashes`` (uint64, length n) within ``max_distance`` bits.
+
+    Returns ``(i, j, distance)`` int64 arrays sorted by ``(j, i)``. ``parts``: chunks per
+    hash (default :func:`best_parts`). At most about ``block_pairs`` candidate pairs are held
+    at a time, whatever the hashes.
+    """
+    if not 0 <= max_distance < BITS // 2:
+        raise ValueError(f"max_distance must be in 0..{BITS // 2 - 1}, got {max_distance}")
+    hashes = np.ascontiguousarray(hashes, dtype=np.uint64)
+    n = len(hashes)
+    parts = parts or best_parts(max_distance, n)
+    radius = max_distance // parts
+    edges = [round(k * BITS / parts) for k in range(parts + 1)]
+    found = [np.zeros(0, np.int64)]  # pair codes j * n + i
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        chunk = (hashes >> np.uint64(BITS - hi)) & np.uint64((1 << (hi - lo)) - 1)
+        order = np.argsort(chunk, kind="stable")
+        values, starts, counts = np.unique(chunk[order], return_index=True, return_counts=True)
+        for flip in _flips(hi - lo, radius):
+            for left, right in _joined_groups(values, starts, counts, flip, block_pairs):
+                i, j = order[left], order[right]
+                i, j = np.minimum(i, j), np.maximum(i, j)
+                near = (i != j) & (popcount(hashes[i] ^ hashes[j]) <= max_distance)
+                found.append(j[near] * n + i[near])
+    codes = np.unique(np.concatenate(found))  # sorted; a pair may be found on several chunks
+    i, j = codes % max(n, 1), codes // max(n, 1)
+    return i, j, popcount(hashes[i] ^ hashes[j])
+
+
+def _joined_groups(values, starts, counts, flip: int, block_pairs: int):
+    """Positions (into the sorted order) of all pairs of rows whose chunk values differ by
+    ``flip`` - each group crossed with its partner group (with itself for flip 0) - in
+    blocks of at most ``block_pairs`` pairs."""
+    partner = values ^ np.uint64(flip)
+    where = np.minimum(np.searchsorted(values, partner), len(values) - 1)
+    has = (values[where] == partner) & (values <= partner)  # each unordered group pair once
+    if flip == 0:
+        has &= counts > 1
+    a, b = np.flatnonzero(has), where[has]
+    sizes = counts[a] * counts[b]
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    for first in range(0, int(bounds[-1]), block_pairs):
+        pair = np.arange(first, min(first + block_pairs, int(bounds[-1])))
+        group = np.searchsorted(bounds, pair, "right") - 1
+        local = pair - bounds[group]
+        width = counts[b[group]]
+        yield starts[a[group]] + local // width, starts[b[group]] + local % width
+
+
+def near_neighbours(hashes: np.ndarray, max_distance: int) -> dict[int, dict[int, int]]:
+    """For rows with several hashes each (n x channels), the earlier rows within
+    ``max_distance`` bits on any channel: ``{row: {earlier row: least distance}}``."""
+    neighbours: dict[int, dict[int, int]] = {}
+    for channel in range(hashes.shape[1]):
+        i, j, d = near_pairs(hashes[:, channel], max_distance)
+        for earlier, row, distance in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
+            seen = neighbours.setdefault(row, {})
+            seen[earlier] = min(distance, seen.get(earlier, distance))
+    return neighbours
+
+
+def best_parts(max_distance: int, rows: int) -> int:
+    """Chunk count with the least expected work: per chunk and flip a fixed cost (~200
+    element operations of numpy call overhead) and an O(rows) join, plus the candidate pairs
+    compared (uniformly spread hashes)."""
 
     def cost(parts: int) -> float:
         width = BITS // parts
-        probes = parts * sum(comb(width, k) for k in range(max_distance // parts + 1))
-        return 0.5 * probes + 0.3 * expected_size * probes / 2**width
+        flips = sum(comb(width, k) for k in range(max_distance // parts + 1))
+        return parts * flips * (200 + rows + rows * rows / 2 ** (width + 1))
 
     return min(range(1, max_distance + 2), key=cost)
 
@@ -90,14 +116,12 @@ def _flips(width: int, radius: int) -> list[int]:
             for bits in combinations(range(width), r)]
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
+class Candidate(NamedTuple):
     """What dedup needs of one row that passed the per-row rules (all small)."""
 
     order: tuple  # stable sort key: (candidate id, source file, row)
     ident: str
     sha256: bytes  # digest of the image bytes
-    phash: tuple[int, int, int]
     url: str | None
     caption_key: bytes
 
@@ -106,23 +130,21 @@ class Deduplicator:
     """Decide keep / reject for candidates fed in their stable order.
 
     Rows are compared against *kept* rows only, so of a group of copies the first is kept.
-    ``thumb_of(i)`` returns the thumbnail of the i-th candidate fed in (kept ones are asked
-    again later, so it should read from storage, not memory).
+    ``near`` maps a candidate's position (in feeding order) to its earlier near-duplicate
+    candidates by pHash (:func:`near_neighbours`); ``thumb_of(i)`` returns the thumbnail of
+    the i-th candidate, which confirms them (:func:`~brivl.filter.image.thumb_difference`).
     """
 
-    def __init__(self, config, thumb_of: Callable[[int], bytes], expected_size: int = 1000) -> None:
+    def __init__(self, config, thumb_of: Callable[[int], bytes],
+                 near: dict[int, dict[int, int]] | None = None) -> None:
         self.config = config
         self.thumb_of = thumb_of
+        self.near = near or {}
         self.seen_ids: set[str] = set()
         self.by_sha: dict[bytes, str] = {}
         self.by_url: dict[str, str] = {}
         self.captions: dict[bytes, tuple[int, str]] = {}  # caption -> (kept rows, first id)
-        self.kept_pos: list[int] = []  # candidate position of each kept row
-        self.kept_ids: list[str] = []
-        distance = config.near_dup_max_distance
-        self.indexes = (
-            [HammingIndex(distance, expected_size) for _ in range(3)] if distance >= 0 else []
-        )
+        self.kept: dict[int, str] = {}  # position -> id of each kept candidate
         self.fed = 0
 
     def feed(self, cand: Candidate) -> tuple[str, str] | None:
@@ -141,8 +163,8 @@ class Deduplicator:
             return "duplicate_key", f"candidate id {cand.ident!r} appears more than once"
         if cfg.dedup_exact and cand.sha256 in self.by_sha:
             return "duplicate_image", f"same image bytes as {self.by_sha[cand.sha256]}"
-        if self.indexes:
-            near = self._near(cand, pos)
+        if pos in self.near:
+            near = self._near(pos)
             if near is not None:
                 return "near_duplicate", near
         if cfg.dedup_url and cand.url and cand.url in self.by_url:
@@ -153,21 +175,17 @@ class Deduplicator:
             return "caption_cap", f"{count} kept rows already have this caption (first: {first})"
         return None
 
-    def _near(self, cand: Candidate, pos: int) -> str | None:
-        matches: dict[int, int] = {}
-        for channel, index in enumerate(self.indexes):
-            for kept, distance in index.query(cand.phash[channel]):
-                matches[kept] = min(distance, matches.get(kept, distance))
-        if not matches:
-            return None
+    def _near(self, pos: int) -> str | None:
         thumb = self.thumb_of(pos)
         limit = self.config.near_dup_max_pixel_diff
-        for kept in sorted(matches):
-            diff = thumb_difference(self.thumb_of(self.kept_pos[kept]), thumb)
+        for earlier, distance in sorted(self.near[pos].items()):
+            if earlier not in self.kept:
+                continue
+            diff = thumb_difference(self.thumb_of(earlier), thumb)
             if diff <= limit:
                 return (
-                    f"near-duplicate of {self.kept_ids[kept]} (pHash distance "
-                    f"{matches[kept]}, thumbnail difference {diff:.0f})"
+                    f"near-duplicate of {self.kept[earlier]} (pHash distance "
+                    f"{distance}, thumbnail difference {diff:.0f})"
                 )
         return None
 
@@ -177,7 +195,4 @@ class Deduplicator:
             self.by_url.setdefault(cand.url, cand.ident)
         count, first = self.captions.get(cand.caption_key, (0, cand.ident))
         self.captions[cand.caption_key] = (count + 1, first)
-        for channel, index in enumerate(self.indexes):
-            index.add(cand.phash[channel])
-        self.kept_pos.append(pos)
-        self.kept_ids.append(cand.ident)
+        self.kept[pos] = cand.ident

@@ -33,8 +33,8 @@ import pyarrow.parquet as pq
 
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
-from brivl.filter.dedup import Candidate, Deduplicator
-from brivl.filter.image import THUMB_SIDE, ImageError, inspect
+from brivl.filter.dedup import Candidate, Deduplicator, near_neighbours
+from brivl.filter.image import THUMB_SIDE, ImageError, decode_small, phashes
 from brivl.report import progress
 from brivl.shard import eager_arrow_release
 
@@ -136,49 +136,28 @@ def count_input_rows(files: list[Path]) -> int:
 
 
 # --- 1. scan ---------------------------------------------------------------------------------
-def _row_verdict(row: dict, cfg: FilterConfig) -> tuple[str, str] | tuple[None, Any]:
-    """First failing per-row rule as ``(rule, detail)``, or ``(None, (features, caption))``."""
+def _image_verdict(data: bytes | None, width: int | None, height: int | None, cfg: FilterConfig
+                   ) -> tuple[str, str] | tuple[None, tuple[int, int, np.ndarray]]:
+    """First failing image rule as ``(rule, detail)``, or ``(None, (width, height, small))``
+    (``width``/``height`` the decoded size; the input's original size, when given, is what
+    the size rules judge)."""
     try:
-        feats = inspect(row["image"], cfg.max_image_pixels)
+        decoded_w, decoded_h, small = decode_small(data, cfg.max_image_pixels)
     except ImageError as exc:
         return "undecodable", str(exc)
-    width = row.get("original_width") or feats.width
-    height = row.get("original_height") or feats.height
+    width, height = width or decoded_w, height or decoded_h
     short, long_ = min(width, height), max(width, height)
     if short and long_ / short > cfg.max_aspect_ratio:
         return "aspect_ratio", f"{width}x{height}: aspect {long_ / short:.2f} > {cfg.max_aspect_ratio}"
     if short < cfg.min_image_side:
         return "image_too_small", f"{width}x{height}: shorter side {short} < {cfg.min_image_side}"
-    caption = textrules.repair(row["caption"], cfg.repair_text)
-    tokens = textrules.words(caption)
-    if len(caption) < cfg.min_caption_chars or len(tokens) < cfg.min_caption_words:
-        return "caption_too_short", (
-            f"{len(caption)} chars, {len(tokens)} words; need >= {cfg.min_caption_chars} chars "
-            f"and >= {cfg.min_caption_words} words"
-        )
-    if len(caption) > cfg.max_caption_chars or len(tokens) > cfg.max_caption_words:
-        return "caption_too_long", (
-            f"{len(caption)} chars, {len(tokens)} words; allowed <= {cfg.max_caption_chars} "
-            f"chars and <= {cfg.max_caption_words} words"
-        )
-    blocked = textrules.blocklist_pattern(tuple(cfg.blocklist))
-    if blocked is not None and (match := blocked.search(caption)):
-        return "blocklist", f"blocklisted {match.group(0).lower()!r}"
-    spam = textrules.spam_reason(caption, tokens, cfg)
-    if spam:
-        return "spam", spam
-    if cfg.languages:
-        lang = textrules.detect_language(caption)
-        if lang not in cfg.languages and not (lang == "und" and cfg.allow_undetermined_language):
-            return "language", f"detected {lang!r}; allowed {cfg.languages}"
-    return None, (feats, caption)
+    return None, (decoded_w, decoded_h, small)
 
 
-def _ident(row: dict, source: str, index: int) -> str:
-    for column in ID_COLUMNS:
-        value = row.get(column)
-        if value not in (None, ""):
-            return str(value)
+def _ident(value: Any, key: Any, source: str, index: int) -> str:
+    for candidate in (value, key):
+        if candidate not in (None, ""):
+            return str(candidate)
     return f"{source}:{index}"
 
 
@@ -198,57 +177,83 @@ def scan_shard(
     rejects: dict[str, list] = {name: [] for name in REJECTED_SCHEMA.names}
     by_rule = dict.fromkeys(RULES, 0)
     candidates: list[Candidate] = []
-    thumbs: list[bytes] = []
+    hashes: list[np.ndarray] = []
+    thumbs: list[np.ndarray] = []
     counts = {"input": 0, "not_success": 0}
     row_index = 0
-    for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted):
-        columns = {role: batch.column(name).to_pylist() for role, name in roles.items() if name}
-        kept: dict[str, list] = {name: [] for name in _SCRATCH_SCHEMA.names}
-        for i in range(batch.num_rows):
-            row = {role: values[i] for role, values in columns.items()}
+    for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
+        n = batch.num_rows
+        column = {role: (batch.column(name).to_pylist() if name else [None] * n)
+                  for role, name in roles.items() if role not in _PASSED_THROUGH}
+        keep = np.zeros(n, dtype=bool)
+        kept: dict[str, list] = {name: [] for name in _COMPUTED}
+        smalls: list[np.ndarray] = []
+        for i, (status, image, caption, cid, key, url) in enumerate(zip(
+                column["status"], column["image"], column["caption"], column["candidate_id"],
+                column["key"], column["url"], strict=True)):
             index = row_index + i
-            if row.get("status") not in (None, "success"):
+            if status not in (None, "success"):
                 counts["not_success"] += 1
                 continue
             counts["input"] += 1
-            ident = _ident(row, source, index)
-            rule, result = _row_verdict(row, cfg)
+            ident = _ident(cid, key, source, index)
+            rule, result = _image_verdict(image, column["original_width"][i],
+                                          column["original_height"][i], cfg)
+            if rule is None:
+                width, height, small = result
+                rule, result = textrules.verdict(caption, cfg)
             if rule is not None:
                 by_rule[rule] += 1
-                for name, value in (("candidate_id", ident), ("key", row.get("key")),
-                                    ("url", row.get("url")), ("rule", rule), ("detail", result),
-                                    ("source", source), ("row", index)):
+                for name, value in zip(REJECTED_SCHEMA.names,
+                                       (ident, key, url, rule, result, source, index), strict=True):
                     rejects[name].append(value)
                 continue
-            feats, caption = result
-            digest = hashlib.sha256(row["image"]).digest()
-            for name, value in (("candidate_id", ident), ("key", row.get("key")),
-                                ("url", row.get("url")), ("caption", caption),
-                                ("jpg", row["image"]), ("width", feats.width),
-                                ("height", feats.height), ("sha256", digest.hex()),
-                                ("page_url", row.get("page_url")), ("_row", index)):
+            caption, caption_key = result
+            digest = hashlib.sha256(image).digest()
+            keep[i] = True
+            for name, value in zip(_COMPUTED, (ident, caption, width, height, digest.hex(), index),
+                                   strict=True):
                 kept[name].append(value)
-            candidates.append(
-                Candidate(
-                    order=(ident, source, index),
-                    ident=ident,
-                    sha256=digest,
-                    phash=feats.phash,
-                    url=_norm_url(row.get("url")),
-                    caption_key=textrules.caption_key(caption),
-                )
-            )
-            thumbs.append(feats.thumb)
-        survivors.write_table(pa.table(kept, schema=_SCRATCH_SCHEMA))
-        row_index += batch.num_rows
+            candidates.append(Candidate((ident, source, index), ident, digest, _norm_url(url),
+                                        caption_key))
+            smalls.append(small)
+        if smalls:
+            stacked = np.stack(smalls)
+            hashes.append(phashes(stacked))
+            thumbs.append(stacked.reshape(len(smalls), THUMB_BYTES))
+        survivors.write_table(_survivor_table(batch, roles, keep, kept))
+        row_index += n
         if on_rows:
-            on_rows(batch.num_rows)
+            on_rows(n)
     survivors.close()
     pq.write_table(pa.table(rejects, schema=REJECTED_SCHEMA), work / f"rej-{shard:05d}.parquet")
-    thumb_array = np.frombuffer(b"".join(thumbs), np.uint8).reshape(len(thumbs), THUMB_BYTES)
-    np.save(work / f"thumbs-{shard:05d}.npy", thumb_array)
+    np.save(work / f"thumbs-{shard:05d}.npy",
+            np.concatenate(thumbs) if thumbs else np.zeros((0, THUMB_BYTES), np.uint8))
     return {"shard": shard, "source": source, "rows": row_index, **counts, "by_rule": by_rule,
-            "candidates": candidates}
+            "candidates": candidates,
+            "phashes": np.concatenate(hashes) if hashes else np.zeros((0, 3), np.uint64)}
+
+
+# kept columns computed per row, and those copied from the input batch as they are
+_COMPUTED = ("candidate_id", "caption", "width", "height", "sha256", "_row")
+_PASSED_THROUGH = ("page_url",)
+
+
+def _survivor_table(batch: pa.RecordBatch, roles: dict[str, str | None], keep: np.ndarray,
+                    kept: dict[str, list]) -> pa.Table:
+    """The scratch table of one batch's survivors: computed columns plus input columns
+    filtered by ``keep`` (the image bytes are not converted back from Python)."""
+    mask = pa.array(keep)
+    columns = {}
+    for field in _SCRATCH_SCHEMA:
+        name = {"jpg": "image"}.get(field.name, field.name)
+        if field.name in kept:
+            columns[field.name] = pa.array(kept[field.name], field.type)
+        elif roles.get(name):
+            columns[field.name] = batch.column(roles[name]).filter(mask).cast(field.type)
+        else:
+            columns[field.name] = pa.nulls(int(keep.sum()), field.type)
+    return pa.table(columns, schema=_SCRATCH_SCHEMA)
 
 
 def _norm_url(url: str | None) -> str | None:
@@ -267,14 +272,18 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
         key=lambda item: item[0],
     )
     where = [(s, i) for _, s, i in order]
+    near: dict[int, dict[int, int]] = {}
+    if cfg.near_dup_max_distance >= 0 and where:
+        hashes = np.stack([scans[s]["phashes"][i] for s, i in where])
+        near = near_neighbours(hashes, cfg.near_dup_max_distance)
 
     def thumb_of(pos: int) -> bytes:
         s, i = where[pos]
         return thumbs[s][i].tobytes()
 
-    judge = Deduplicator(cfg, thumb_of, expected_size=len(order))
+    judge = Deduplicator(cfg, thumb_of, near)
     verdicts: dict[int, dict[int, tuple]] = {s: {} for s in range(len(scans))}
-    for _, s, i in order:
+    for s, i in where:
         verdict = judge.feed(scans[s]["candidates"][i])
         if verdict is not None:
             verdicts[s][i] = verdict
@@ -285,7 +294,7 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
 def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path) -> dict[str, int]:
     """Write one input shard's kept and rejected parts; return per-rule dedup counts."""
     shard = scan["shard"]
-    table = pq.read_table(work / f"pass-{shard:05d}.parquet")
+    table = pq.read_table(work / f"pass-{shard:05d}.parquet", use_threads=False)
     rejected_mask = np.zeros(table.num_rows, dtype=bool)
     if verdicts:
         rejected_mask[list(verdicts)] = True
@@ -305,7 +314,7 @@ def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path)
         },
         schema=REJECTED_SCHEMA,
     )
-    rejected = pa.concat_tables([pq.read_table(work / f"rej-{shard:05d}.parquet"), extra])
+    rejected = pa.concat_tables([pq.read_table(work / f"rej-{shard:05d}.parquet", use_threads=False), extra])
     rejected = rejected.sort_by("row")
     _write(rejected, out / "rejected" / f"part-{shard:05d}.parquet")
     counts: dict[str, int] = {}

@@ -30,10 +30,42 @@ def words(text: str) -> list[str]:
     return _TOKEN.findall(text.lower())
 
 
-def caption_key(text: str) -> bytes:
-    """Identity of a caption for the identical-caption cap: case, spacing, punctuation folded."""
-    folded = " ".join(words(unicodedata.normalize("NFKC", text)))
-    return hashlib.blake2b(folded.encode(), digest_size=12).digest()
+def caption_key(text: str, tokens: list[str] | None = None) -> bytes:
+    """Identity of a caption for the identical-caption cap: case, spacing, punctuation folded.
+    ``tokens``: ``words(text)`` when already known (reused for ASCII text, where NFKC is a
+    no-op)."""
+    if tokens is None or not text.isascii():
+        tokens = words(unicodedata.normalize("NFKC", text))
+    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=12).digest()
+
+
+def verdict(caption: str | None, cfg) -> tuple[str, str] | tuple[None, tuple[str, bytes]]:
+    """First failing caption rule of ``cfg`` (a FilterConfig) as ``(rule, detail)``, in the
+    order of :data:`brivl.filter.config.ROW_RULES`, or ``(None, (repaired caption, key))``."""
+    text = repair(caption, cfg.repair_text)
+    tokens = words(text)
+    chars, count = len(text), len(tokens)
+    if chars < cfg.min_caption_chars or count < cfg.min_caption_words:
+        return "caption_too_short", (
+            f"{chars} chars, {count} words; need >= {cfg.min_caption_chars} chars "
+            f"and >= {cfg.min_caption_words} words"
+        )
+    if chars > cfg.max_caption_chars or count > cfg.max_caption_words:
+        return "caption_too_long", (
+            f"{chars} chars, {count} words; allowed <= {cfg.max_caption_chars} "
+            f"chars and <= {cfg.max_caption_words} words"
+        )
+    blocked = blocklist_pattern(tuple(cfg.blocklist))
+    if blocked is not None and (match := blocked.search(text)):
+        return "blocklist", f"blocklisted {match.group(0).lower()!r}"
+    spam = spam_reason(text, tokens, cfg)
+    if spam:
+        return "spam", spam
+    if cfg.languages:
+        lang = detect_language(text, tokens)
+        if lang not in cfg.languages and not (lang == "und" and cfg.allow_undetermined_language):
+            return "language", f"detected {lang!r}; allowed {cfg.languages}"
+    return None, (text, caption_key(text, tokens))
 
 
 @lru_cache(maxsize=32)
@@ -47,10 +79,20 @@ def blocklist_pattern(blocklist: tuple[str, ...]) -> re.Pattern[str] | None:
 
 @lru_cache(maxsize=32)
 def spam_pattern(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
-    """One case-insensitive regex of all spam patterns."""
+    """One case-insensitive regex of all spam patterns. Those starting at a word boundary
+    share one leading ``\\b`` (``\\bX|\\bY`` matches where ``\\b(?:X|Y)`` does), which lets
+    the regex engine skip mid-word positions at once: ~3x faster on captions."""
     if not patterns:
         return None
-    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE)
+    def shares(p: str) -> bool:  # a top-level "|" would bind differently: left alone
+        return p.startswith(r"\b") and "|" not in p
+
+    bounded = [p[2:] for p in patterns if shares(p)]
+    others = [p for p in patterns if not shares(p)]
+    parts = [f"(?:{p})" for p in others]
+    if bounded:
+        parts.insert(0, r"\b(?:" + "|".join(f"(?:{p})" for p in bounded) + ")")
+    return re.compile("|".join(parts), re.IGNORECASE)
 
 
 def spam_reason(text: str, tokens: list[str], config) -> str | None:
@@ -59,13 +101,14 @@ def spam_reason(text: str, tokens: list[str], config) -> str | None:
     if pattern is not None and (match := pattern.search(text)):
         return f"spam phrase {match.group(0)!r}"
     if len(tokens) >= config.spam_min_words:
-        counts = Counter(tokens)
-        word, top = counts.most_common(1)[0]
+        distinct = len(set(tokens))
+        # all words distinct (the common case): the first is a most common one, once
+        word, top = (tokens[0], 1) if distinct == len(tokens) else \
+            Counter(tokens).most_common(1)[0]
         if top / len(tokens) > config.spam_max_token_share:
             return f"word {word!r} is {top} of {len(tokens)} words"
-        unique = len(counts) / len(tokens)
-        if unique < config.spam_min_unique_ratio:
-            return f"only {len(counts)} distinct of {len(tokens)} words"
+        if distinct / len(tokens) < config.spam_min_unique_ratio:
+            return f"only {distinct} distinct of {len(tokens)} words"
     symbols = len(_SYMBOL.findall(text))
     if text and symbols / len(text) > config.spam_max_symbol_ratio:
         return f"{symbols} of {len(text)} characters are symbols"
@@ -106,13 +149,13 @@ MIN_STOPWORDS = 2  # distinct stopwords a Latin-script language needs before it 
 _STOPSETS = {lang: frozenset(ws.split()) for lang, ws in _STOPWORDS.items()}
 
 
-def detect_language(text: str) -> str:
+def detect_language(text: str, tokens: list[str] | None = None) -> str:
     """An ISO 639-1 guess, or ``"und"`` when the text gives too little evidence.
 
     Non-Latin scripts decide by their characters (Cyrillic reports ``"ru"``); Latin-script text
     by which language's stopwords it uses most. Offline and instant, meant for allow-listing,
     not for linguistics: Latin-script captions with fewer than two stopwords of one language
-    come out ``"und"``.
+    come out ``"und"``. ``tokens``: ``words(text)`` when already known.
     """
     if not text.isascii():  # ASCII text can only be Latin script
         script_counts = [(len(rx.findall(text)), lang) for lang, rx in _SCRIPTS]
@@ -124,8 +167,8 @@ def detect_language(text: str) -> str:
             return best_lang
         if latin == 0:
             return "und"
-    tokens = set(words(text))
-    scores = sorted(((len(stops & tokens), lang) for lang, stops in _STOPSETS.items()),
+    present = set(words(text) if tokens is None else tokens)
+    scores = sorted(((len(stops & present), lang) for lang, stops in _STOPSETS.items()),
                     reverse=True)
     (top, lang), (second, _) = scores[0], scores[1]
     if top < MIN_STOPWORDS or top == second:

@@ -21,7 +21,7 @@ from brivl.filter import (
     run_filter,
     thumb_difference,
 )
-from brivl.filter.dedup import HammingIndex
+from brivl.filter.dedup import best_parts, near_pairs
 from brivl.filter.image import inspect
 from brivl.fingerprint import file_sha256
 
@@ -194,23 +194,27 @@ def test_plain_parquet_input_and_clear_errors(tmp_path: Path) -> None:
         FilterConfig.from_dict({"min_side": 3})
 
 
-@pytest.mark.parametrize("expected_size", [100, 10**6])  # exact chunks / chunks probed at r>0
-@pytest.mark.parametrize("distance", [0, 1, 3, 6, 8])
-def test_hamming_index_finds_exactly_the_near_hashes(distance: int, expected_size: int) -> None:
-    rng = random.Random(distance)
-    stored = [rng.getrandbits(64) for _ in range(300)]
-    for base in stored[:60]:  # neighbours at every distance up to distance + 2
-        flipped = base
-        for bit in rng.sample(range(64), rng.randint(0, distance + 2)):
-            flipped ^= 1 << bit
-        stored.append(flipped)
-    index = HammingIndex(distance, expected_size)
-    for value in stored:
-        index.add(value)
-    for query in stored[:40] + stored[300:] + [rng.getrandbits(64) for _ in range(10)]:
-        brute = [(i, (v ^ query).bit_count()) for i, v in enumerate(stored)
-                 if (v ^ query).bit_count() <= distance]
-        assert index.query(query) == brute
+@pytest.mark.parametrize(("distance", "parts"), [(0, 1), (1, 2), (3, 4), (3, 2), (6, 7), (8, 9),
+                                               (8, 5), (8, 3), (8, None)])
+def test_near_pairs_finds_exactly_the_near_hashes(distance: int, parts: int | None) -> None:
+    rng = np.random.default_rng(distance)
+    stored = rng.integers(0, 2**63, 400, dtype=np.int64).astype(np.uint64) << np.uint64(1)
+    near = stored[:80].copy()  # neighbours at every distance up to distance + 2
+    for k in range(len(near)):
+        for bit in rng.choice(64, rng.integers(0, distance + 3), replace=False):
+            near[k] ^= np.uint64(1) << np.uint64(int(bit))
+    hashes = np.concatenate([stored, near, np.repeat(stored[:2], 30)])  # and 60 exact copies
+    i, j, d = near_pairs(hashes, distance, parts=parts, block_pairs=500)  # many small blocks
+    values = [int(h) for h in hashes]
+    brute = [(a, b, (values[a] ^ values[b]).bit_count()) for b in range(len(values))
+             for a in range(b) if (values[a] ^ values[b]).bit_count() <= distance]
+    assert list(zip(i.tolist(), j.tolist(), d.tolist(), strict=True)) == brute
+    assert len(brute) >= 930  # the copies alone give 2 * C(31, 2) pairs
+
+
+def test_near_pairs_picks_wider_chunks_for_more_rows() -> None:
+    assert [best_parts(8, n) for n in (10, 3_000, 1_000_000)] == [9, 5, 3]
+    assert near_pairs(np.zeros(0, np.uint64), 8)[0].size == 0
 
 
 def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:
