@@ -1,25 +1,46 @@
-"""Data-stage benchmarks on the demo web (section "## Data (issue 2)" of bench/RESULTS.md).
+"""Data-stage benchmarks (bench/RESULTS.md sections "Data: download" and "Data: filter and
+shard").
 
-Download part: the download stage (``brivl.download.run_download``: robots.txt re-check,
-SSRF guard, guarded urllib opener with body deadline, image sniffer, rejected rows and
-manifest) against bare ``img2dataset.download`` on the same clean image URLs with the same
-settings, in one run. Runs alternate (bare, stage, bare, stage, ...) and the medians are
-compared; ratio = stage throughput / bare throughput (goal >= 0.95), by wall time and by
-CPU-seconds (this process and its reaped children, i.e. img2dataset's workers; steadier on
-a shared machine). The demo server runs in this process for both variants alike.
+    python bench/data.py [--parts download filter-shard] [--images 500] [--repeats 3]
+                         [--rows 2000] [--scale 10] [--no-record]
 
-Usage: ``python bench/data.py [--images 500] [--repeats 3] [--no-record]``.
-Each part is a function returning result rows; :func:`main` runs them and records.
+**download** (issue 2): the download stage (``brivl.download.run_download``: robots.txt
+re-check, SSRF guard, guarded urllib opener with body deadline, image sniffer, rejected rows
+and manifest) against bare ``img2dataset.download`` on the same clean demo-web image URLs
+with the same settings, in one run. Runs alternate (bare, stage, bare, stage, ...) and the
+medians are compared; ratio = stage throughput / bare throughput (goal >= 0.95), by wall time
+and by CPU-seconds (this process and its reaped children, i.e. img2dataset's workers; steadier
+on a shared machine). The demo server runs in this process for both variants alike.
+
+**filter-shard** (issue 3), on an img2dataset-shaped corpus (synthetic pictures, demo-web
+captions, ~15% faults incl. exact and near duplicates):
+
+* filter+dedup pairs/s per core: :func:`brivl.filter.run_filter` with one worker, each run
+  in a fresh process after a warm-up run (median of 3); per core = rows / CPU-seconds of the call (wall time
+  reported too). Goal >= 2,000.
+* shard write vs raw pyarrow: :func:`brivl.shard.write_shards` of the filter output vs a raw
+  pyarrow job over the same rows (read the kept files, write files of the same row count with
+  pyarrow defaults). Ratio = raw time / shard time, best of 3 each. Goal >= 0.9.
+* peak RSS at 1x and 10x corpus: filter + shard in a fresh process per corpus size; ratio =
+  peak RSS(10x) / peak RSS(1x), with Arrow's jemalloc pool and its default (mimalloc).
+  Goal <= 1.2.
+
+Each part is a function returning its markdown; :func:`main` runs the chosen parts and records
+each in its own section.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import platform
+import random
 import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,19 +52,29 @@ sys.path.insert(0, str(ROOT))
 
 from brivl.env import apply_defaults  # noqa: E402
 
-apply_defaults()
+apply_defaults()  # incl. Arrow's jemalloc pool (set before pyarrow is imported)
 
+import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from PIL import Image, ImageEnhance, ImageFilter  # noqa: E402
 
 from brivl import manifest  # noqa: E402
 from brivl.crawl import CrawlConfig, read_candidates, run_crawl  # noqa: E402
 from brivl.crawl.candidates import write_candidates, write_pages  # noqa: E402
-from brivl.demo import DemoConfig, build_site, serve  # noqa: E402
+from brivl.demo import DemoConfig, build_site, serve, vocab  # noqa: E402
 from brivl.download import DownloadConfig, run_download  # noqa: E402
+from brivl.shard import SHARD_SCHEMA, ShardConfig, write_shards  # noqa: E402
 
-SECTION = "## Data (issue 2)"
+DOWNLOAD_SECTION = "## Data: download (issue 2)"
+FILTER_SECTION = "## Data: filter and shard (issue 3)"
 LOOPBACK = ("127.0.0.1/32",)
+ROWS_PER_FILE = 1000  # filter input shard size, constant across corpus sizes (img2dataset-like)
+SHARD_CFG = ShardConfig(rows_per_shard=512, val_fraction=0.02, row_group_rows=128)
+ARROW_JEMALLOC_DECAY_MS = 1000  # Arrow's jemalloc configuration (dirty and muzzy decay)
+
+
+# --- download ---------------------------------------------------------------------------------
 
 
 def clean_candidates(site, server, work: Path) -> Path:
@@ -173,14 +204,281 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def record(text: str) -> None:
-    """Replace this benchmark's section of bench/RESULTS.md (other sections untouched)."""
+def report_download(images: int, repeats: int) -> str:
+    load_before = os.getloadavg()[0]
+    rows, summary = bench_download(images, repeats)
+    goal = "met" if min(summary["ratio"], summary["cpu_ratio"]) >= 0.95 else "NOT met"
+    return (
+        "Same clean URLs, same settings.\n\n"
+        f"{markdown(rows)}\n\n"
+        f"throughput ratio stage/bare = **{summary['ratio']:.3f}** by wall time, "
+        f"**{summary['cpu_ratio']:.3f}** by CPU-seconds, over {summary['images']} images, "
+        f"median of {summary['repeats']} alternating runs (goal >= 0.95: {goal}). The stage "
+        "includes the robots.txt re-check, SSRF guard, guarded opener, sniffer, rejected rows "
+        f"and manifest. {os.cpu_count()} cores; load average {load_before:.1f} before, "
+        f"{os.getloadavg()[0]:.1f} after (a shared machine: wall times are noisy)."
+    )
+
+
+# --- filter and shard: corpus -----------------------------------------------------------------------------------
+def _picture(rng: np.random.Generator, size: tuple[int, int]) -> Image.Image:
+    cells = rng.integers(0, 256, (max(2, size[1] // 12), max(2, size[0] // 12), 3), np.uint8)
+    image = Image.fromarray(cells).resize(size, Image.BICUBIC)
+    return image.filter(ImageFilter.GaussianBlur(1.5))
+
+
+def _jpeg(image: Image.Image, quality: int) -> bytes:
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _caption(rng: random.Random) -> str:
+    labels = {attr: rng.choice(choices) for attr, choices in vocab.CHOICES.items()}
+    return vocab.describe(labels, rng, rng.randrange(5))
+
+
+def make_corpus(folder: Path, rows: int, seed: int = 0) -> Path:
+    """img2dataset-shaped Parquet files of ``rows`` pairs, ~15% of them faulty."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng, nrng = random.Random(seed), np.random.default_rng(seed)
+    recent: list[tuple[Image.Image, bytes]] = []
+    batch: list[dict] = []
+    for i in range(rows):
+        size = (rng.randint(96, 320), rng.randint(96, 320))
+        caption = _caption(rng)
+        kind = rng.random()
+        if kind < 0.04:
+            size = (rng.randint(12, 40), rng.randint(12, 40))  # tiny
+        elif kind < 0.07:
+            caption = rng.choice(["", "photo", "BUY NOW cheap best price buy now"])
+        picture = _picture(nrng, size)
+        data = _jpeg(picture, rng.randint(80, 92))
+        if 0.07 <= kind < 0.11 and recent:
+            data = rng.choice(recent)[1]  # exact duplicate of a recent picture
+        elif 0.11 <= kind < 0.15 and recent:
+            source = rng.choice(recent)[0]
+            data = _jpeg(ImageEnhance.Brightness(source).enhance(1.12), 75)  # near duplicate
+        recent = (recent + [(picture, data)])[-50:]
+        width, height = Image.open(io.BytesIO(data)).size
+        batch.append(
+            {
+                "key": f"{i:09d}",
+                "candidate_id": f"c{seed}-{i:08d}",
+                "url": f"http://bench.test/img/{i}.jpg",
+                "caption": caption,
+                "status": "success",
+                "error_message": None,
+                "width": width,
+                "height": height,
+                "original_width": width,
+                "original_height": height,
+                "exif": None,
+                "sha256": None,
+                "jpg": data,
+                "page_url": f"http://bench.test/a{i // 6}.html",
+            }
+        )
+        if len(batch) == ROWS_PER_FILE or i == rows - 1:
+            pq.write_table(
+                pa.Table.from_pylist(batch), folder / f"{i // ROWS_PER_FILE:05d}.parquet"
+            )
+            batch = []
+    manifest.write_manifest(
+        folder,
+        stage="download",
+        config={"bench": rows},
+        inputs=[],
+        code_version="bench",
+        row_counts={"success": rows},
+    )
+    return folder
+
+
+# --- measurements -----------------------------------------------------------------------------
+def raw_pyarrow_write(filter_dir: Path, out: Path, rows_per_file: int, row_group: int) -> int:
+    """The baseline: the same rows, read and written in files of the same size, plain pyarrow."""
+    out.mkdir(parents=True, exist_ok=True)
+    names = ["candidate_id", "jpg", "caption", "width", "height", "sha256", "url"]
+    pending: list[pa.Table] = []
+    count = index = 0
+    for path in sorted((filter_dir / "kept").glob("*.parquet")):
+        pending.append(pq.read_table(path, columns=names).rename_columns(SHARD_SCHEMA.names))
+        count += pending[-1].num_rows
+        while count >= rows_per_file:
+            table = pa.concat_tables(pending)
+            pq.write_table(
+                table.slice(0, rows_per_file),
+                out / f"part-{index:05d}.parquet",
+                row_group_size=row_group,
+            )
+            index += 1
+            pending, count = [table.slice(rows_per_file)], count - rows_per_file
+    if count:
+        pq.write_table(
+            pa.concat_tables(pending), out / f"part-{index:05d}.parquet", row_group_size=row_group
+        )
+    return index + (1 if count else 0)
+
+
+def shard_vs_raw(filter_dir: Path, scratch: Path, repeats: int = 3) -> dict:
+    """Best-of-``repeats`` wall times of the shard stage and the raw pyarrow baseline."""
+    shard_s, raw_s, manifest_s = [], [], []
+    for r in range(repeats):
+        for which in ("shard", "raw"):
+            target = scratch / f"{which}-{r}"
+            shutil.rmtree(target, ignore_errors=True)
+            start = time.perf_counter()
+            if which == "shard":
+                result = write_shards(filter_dir, target, SHARD_CFG)
+                shard_s.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                manifest.write_manifest(
+                    target,
+                    stage="shard",
+                    config=SHARD_CFG.to_dict(),
+                    inputs=[],
+                    code_version="bench",
+                    row_counts=result.row_counts,
+                )
+                manifest_s.append(time.perf_counter() - start)
+            else:
+                # the baseline runs with Arrow's own allocator setting (jemalloc keeps freed
+                # pages 1 s), not the eager release the stages switch on for bounded RSS
+                pa.jemalloc_set_decay_ms(ARROW_JEMALLOC_DECAY_MS)
+                start = time.perf_counter()
+                raw_pyarrow_write(
+                    filter_dir, target, SHARD_CFG.rows_per_shard, SHARD_CFG.row_group_rows
+                )
+                raw_s.append(time.perf_counter() - start)
+    shard, raw, man = min(shard_s), min(raw_s), min(manifest_s)
+    return {
+        "shard_s": shard,
+        "raw_s": raw,
+        "ratio": raw / shard,
+        "manifest_s": man,
+        "ratio_with_manifest": raw / (shard + man),
+        "rows": result.row_counts["total"],
+    }
+
+
+_CHILD = """
+import json, sys, time
+from pathlib import Path
+from brivl.env import apply_defaults
+apply_defaults()
+from brivl import manifest
+from brivl.filter import FilterConfig, run_filter
+from brivl.shard import ShardConfig, write_shards
+corpus, out, shard_config = Path(sys.argv[1]), Path(sys.argv[2]), json.loads(sys.argv[3])
+for _ in range(int(sys.argv[4])):  # warm-up runs: first-use costs (regexes, lazy imports)
+    run_filter(corpus, out / "filter", FilterConfig(), workers=1)
+cpu, wall = time.process_time(), time.perf_counter()
+result = run_filter(corpus, out / "filter", FilterConfig(), workers=1)
+cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+manifest.write_manifest(out / "filter", stage="filter", config={}, inputs=[],
+                        code_version="bench", row_counts=result.row_counts)
+shards = write_shards(out / "filter", out / "shard", ShardConfig(**shard_config))
+peak = [int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")]
+print(json.dumps({"rows": result.report["input_rows"], "kept": result.report["kept"],
+                  "filter_cpu_s": cpu, "filter_wall_s": wall,
+                  "shard_rows": shards.row_counts["total"], "peak_rss_mib": peak[0] / 1024}))
+"""
+
+
+def run_stages_in_child(
+    corpus: Path, scratch: Path, pool: str = "jemalloc", warm_up: int = 0
+) -> dict:
+    """Filter (timed, after ``warm_up`` untimed runs) then shard, in a fresh process with
+    Arrow's ``pool``, as a stage task runs them; returns rows, the filter's CPU and wall
+    seconds, and the child's peak RSS in MiB. A fresh process because this one, having built the corpora, runs the filter ~25%
+    slower (a fragmented heap); the child imports only what the stages need. Peak RSS is the
+    child's own ``VmHWM``: ``ru_maxrss`` would carry this (larger) parent's peak across fork
+    and exec."""
+    env = dict(os.environ, ARROW_DEFAULT_MEMORY_POOL=pool)
+    args = [str(corpus), str(scratch), json.dumps(SHARD_CFG.to_dict()), str(warm_up)]
+    out = subprocess.run(
+        [sys.executable, "-c", _CHILD, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        env=env,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def bench_filter_shard(rows: int, scale: int) -> str:
+    """Filter throughput, shard write vs raw pyarrow, peak RSS at 1x and ``scale``x."""
+    scratch = Path(tempfile.mkdtemp(prefix="brivl-bench-filter-shard-"))
+    try:
+        t0 = time.perf_counter()
+        small = make_corpus(scratch / "corpus-1x", rows, seed=1)
+        large = make_corpus(scratch / f"corpus-{scale}x", rows * scale, seed=2)
+        print(f"corpora built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+        runs = [run_stages_in_child(small, scratch / f"run-{r}", warm_up=1) for r in range(3)]
+        rss = {
+            (pool, size): run_stages_in_child(corpus, scratch / f"rss-{pool}-{size}", pool)
+            for pool in ("jemalloc", "mimalloc")
+            for size, corpus in (("1x", small), (f"{scale}x", large))
+        }
+        # the shard comparison runs on the larger corpus's filter output (fixed costs amortised)
+        shard = shard_vs_raw(scratch / f"rss-jemalloc-{scale}x" / "filter", scratch / "shard")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    per_core = sorted(r["rows"] / r["filter_cpu_s"] for r in runs)
+    best = min(runs, key=lambda r: r["filter_cpu_s"])
+    large_run = rss["jemalloc", f"{scale}x"]
+    big = f"{scale}x"
+    rss_rows = []
+    for pool in ("jemalloc", "mimalloc"):
+        one, many = rss[pool, "1x"], rss[pool, big]
+        note = "" if pool == "jemalloc" else " (Arrow's default pool)"
+        rss_rows += [
+            f"| peak RSS filter+shard, {one['rows']:,} rows (1x), {pool}{note} | "
+            f"{one['peak_rss_mib']:.0f} MiB | |",
+            f"| peak RSS filter+shard, {many['rows']:,} rows ({big}), {pool} | "
+            f"{many['peak_rss_mib']:.0f} MiB | |",
+            f"| peak RSS {big} / 1x, {pool} | {many['peak_rss_mib'] / one['peak_rss_mib']:.2f} "
+            f"| <= 1.2 |",
+        ]
+    lines = [
+        f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} "
+        "at the end. Corpus: img2dataset-shaped Parquet, synthetic 96-320 px JPEGs, demo-web "
+        "captions, ~15% faults (tiny, bad captions, exact and near duplicates), "
+        f"{ROWS_PER_FILE:,} rows per input file.",
+        "",
+        "| measure | value | goal |",
+        "|---|---:|---:|",
+        f"| filter+dedup, pairs per CPU-second (1 worker, {best['rows']:,} rows, "
+        f"{best['kept']:,} kept; median of {len(runs)} fresh processes, each after a "
+        "warm-up run) | "
+        f"{statistics.median(per_core):,.0f} | >= 2,000 |",
+        f"| same, each run (sorted) | {' / '.join(f'{v:,.0f}' for v in per_core)} | |",
+        f"| same, pairs per wall-second (fastest run) | "
+        f"{best['rows'] / best['filter_wall_s']:,.0f} | |",
+        f"| same at {big}, one cold run: {large_run['rows']:,} rows, "
+        f"{large_run['kept']:,} kept | "
+        f"{large_run['rows'] / large_run['filter_cpu_s']:,.0f} | |",
+        f"| shard write ({shard['shard_s']:.2f} s) vs raw pyarrow read+write of the same "
+        f"{shard['rows']:,} rows ({shard['raw_s']:.2f} s): raw / shard | "
+        f"{shard['ratio']:.2f} | >= 0.9 |",
+        f"| same, shard + manifest checksums ({shard['manifest_s']:.2f} s) | "
+        f"{shard['ratio_with_manifest']:.2f} | |",
+        *rss_rows,
+    ]
+    return "\n".join(lines)
+
+
+# --- report -----------------------------------------------------------------------------------
+def record(heading: str, command: str, text: str) -> None:
+    """Replace section ``heading`` of bench/RESULTS.md (other sections untouched)."""
     path = ROOT / "bench" / "RESULTS.md"
     body = path.read_text() if path.exists() else "# Benchmark results\n"
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    section = f"{SECTION}\n\n`python bench/data.py` ({stamp}, {platform.node()}):\n\n{text}\n"
-    if SECTION in body:
-        head, rest = body.split(SECTION, 1)
+    section = f"{heading}\n\n`{command}` ({stamp}, {platform.node()}):\n\n{text}\n"
+    if heading in body:
+        head, rest = body.split(heading, 1)
         nxt = rest.find("\n## ")
         tail = rest[nxt + 1 :] if nxt >= 0 else ""
         body = head + section + ("\n" + tail if tail else "")
@@ -191,27 +489,35 @@ def record(text: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=500, help="images on the demo web")
-    parser.add_argument("--repeats", type=int, default=3, help="alternating runs per variant")
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=("download", "filter-shard"),
+        default=["download", "filter-shard"],
+        help="which benchmarks to run",
+    )
+    parser.add_argument("--images", type=int, default=500, help="download: images on the demo web")
+    parser.add_argument("--repeats", type=int, default=3, help="download: alternating runs each")
+    parser.add_argument(
+        "--rows", type=int, default=2000, help="filter-shard: rows of the 1x corpus"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=10, help="filter-shard: the larger corpus, in x"
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
     args = parser.parse_args(argv)
-
-    load_before = os.getloadavg()[0]
-    rows, summary = bench_download(args.images, args.repeats)
-    goal = "met" if min(summary["ratio"], summary["cpu_ratio"]) >= 0.95 else "NOT met"
-    text = (
-        "### Download stage vs bare img2dataset (same clean URLs, same settings)\n\n"
-        f"{markdown(rows)}\n\n"
-        f"throughput ratio stage/bare = **{summary['ratio']:.3f}** by wall time, "
-        f"**{summary['cpu_ratio']:.3f}** by CPU-seconds, over {summary['images']} images, "
-        f"median of {summary['repeats']} alternating runs (goal >= 0.95: {goal}). The stage "
-        "includes the robots.txt re-check, SSRF guard, guarded opener, sniffer, rejected rows "
-        f"and manifest. {os.cpu_count()} cores; load average {load_before:.1f} before, "
-        f"{os.getloadavg()[0]:.1f} after (a shared machine: wall times are noisy)."
-    )
-    print(text)
-    if not args.no_record:
-        record(text)
+    for part in args.parts:
+        if part == "download":
+            heading, text = DOWNLOAD_SECTION, report_download(args.images, args.repeats)
+            command = f"python bench/data.py --parts download --images {args.images}"
+        else:
+            heading, text = FILTER_SECTION, bench_filter_shard(args.rows, args.scale)
+            command = (
+                f"python bench/data.py --parts filter-shard --rows {args.rows} --scale {args.scale}"
+            )
+        print(f"{heading}\n\n{text}\n")
+        if not args.no_record:
+            record(heading, command, text)
     return 0
 
 

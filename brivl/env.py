@@ -28,8 +28,8 @@ TELEMETRY_OFF = {
     # OpenMP threads that spin while idle starve each other when processes outnumber cores
     # (Ray workers, img2dataset, tests): measured 25-70x slower torch kernels here.
     "OMP_WAIT_POLICY": "PASSIVE",
-    # Arrow's default allocator kept growing with every Parquet file read (1.64x peak RSS at
-    # 10x corpus vs 1.09x with jemalloc, bench/data_filter_shard.py)
+    # jemalloc (with brivl.shard.eager_arrow_release) holds filter+shard peak RSS ~10% below
+    # Arrow's default mimalloc (196 vs 221 MiB, bench/data.py --parts filter-shard)
     "ARROW_DEFAULT_MEMORY_POOL": "jemalloc",
     "RAY_AUTH_MODE": "disabled",
 }

@@ -97,12 +97,13 @@ class ShardConfig:
 
 
 def eager_arrow_release() -> None:
-    """Have Arrow's jemalloc pool hand freed memory back at once (it keeps it ~seconds by
+    """Have Arrow's jemalloc pool hand freed memory back at once (it keeps it ~1 s by
     default), so a streaming stage's RSS tracks its working set rather than its history.
 
     Pair with ``ARROW_DEFAULT_MEMORY_POOL=jemalloc`` in the environment before pyarrow is
-    imported: Arrow's default mimalloc pool keeps freed memory, so RSS grows with every file
-    read. A no-op with other pools."""
+    imported (``brivl.env`` does). A no-op with other pools. The cost: freed pages are
+    faulted in again, which makes Arrow's multi-threaded reads ~2x slower, so the stages
+    read with ``use_threads=False``."""
     if pa.default_memory_pool().backend_name == "jemalloc":
         pa.jemalloc_set_decay_ms(0)
 
@@ -167,7 +168,7 @@ def _plan(files: list[Path], roles: list[dict], cfg: ShardConfig) -> _Plan:
     is_val: list[np.ndarray] = []
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for path, role in zip(files, roles, strict=True):
-        keys = pq.read_table(path, columns=[role["key"]]).column(0).to_pylist()
+        keys = pq.read_table(path, columns=[role["key"]], use_threads=False).column(0).to_pylist()
         digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}:".encode())
         digest.update("\0".join(map(str, keys)).encode())
         for row, key in enumerate(keys):
@@ -230,7 +231,7 @@ def write_shards(
         for path, role, is_val in zip(files, roles, plan.is_val, strict=True):
             columns = [c for c in dict.fromkeys(role.values()) if c]
             offset = 0
-            for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns):
+            for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns, use_threads=False):
                 writer.add(batch, role, trusted, is_val[offset:offset + batch.num_rows])
                 offset += batch.num_rows
                 advance(batch.num_rows)

@@ -162,7 +162,7 @@ def _small_rgb_cv2(data: bytes, short: int) -> np.ndarray:
     if decoded is None:
         raise ImageError("the JPEG data could not be decoded")
     small = cv2.resize(decoded, (HASH_SIDE, HASH_SIDE), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(small[:, :, ::-1])  # BGR -> RGB
+    return cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
 
 
 def _small_rgb_pil(image: Image.Image) -> np.ndarray:

@@ -2,12 +2,13 @@
 
 1. **scan** each input shard in batches: per-row rules (:data:`ROW_RULES`, in order); the
    survivors (with their repaired caption) go to a scratch Parquet, their small dedup
-   features stay in memory and their 32x32 thumbnails go to a scratch ``.npy``. Shards are
+   features stay in memory and their 32x32 thumbnails go to a raw scratch file. Shards are
    independent, so this runs in ``workers`` processes.
 2. **dedup** the survivors of all shards, visited sorted by (candidate id, source file, row):
    the first of a group of copies is kept whatever order the shards were scanned in.
-3. **write** per input shard ``kept/part-NNNNN.parquet`` and ``rejected/part-NNNNN.parquet``
-   (every rejected row with the first rule it failed and why), then ``filter_report.json``.
+3. **write** per input shard, streaming its scratch file, ``kept/part-NNNNN.parquet`` and
+   ``rejected/part-NNNNN.parquet`` (every rejected row with the first rule it failed and
+   why), then ``filter_report.json``.
 
 Input: img2dataset Parquet output (only ``status == "success"`` rows are filter input; the
 others were accounted for by the download stage), or any Parquet with an id (``candidate_id``
@@ -21,6 +22,7 @@ import concurrent.futures
 import hashlib
 import json
 import multiprocessing
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -173,12 +175,13 @@ def scan_shard(
     roles = input_columns(Path(path), handle.schema_arrow)
     wanted = sorted({c for c in roles.values() if c})
     work = Path(work_dir)
-    survivors = pq.ParquetWriter(work / f"pass-{shard:05d}.parquet", _SCRATCH_SCHEMA)
+    survivors = pq.ParquetWriter(work / f"pass-{shard:05d}.parquet", _SCRATCH_SCHEMA,
+                                 **_parquet_options(_SCRATCH_SCHEMA.names, ("jpg",)))
+    thumbs = open(work / f"thumbs-{shard:05d}.bin", "wb")  # noqa: SIM115 (closed below)
     rejects: dict[str, list] = {name: [] for name in REJECTED_SCHEMA.names}
     by_rule = dict.fromkeys(RULES, 0)
     candidates: list[Candidate] = []
     hashes: list[np.ndarray] = []
-    thumbs: list[np.ndarray] = []
     counts = {"input": 0, "not_success": 0}
     row_index = 0
     for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
@@ -220,15 +223,14 @@ def scan_shard(
         if smalls:
             stacked = np.stack(smalls)
             hashes.append(phashes(stacked))
-            thumbs.append(stacked.reshape(len(smalls), THUMB_BYTES))
+            thumbs.write(stacked.tobytes())
         survivors.write_table(_survivor_table(batch, roles, keep, kept))
         row_index += n
         if on_rows:
             on_rows(n)
     survivors.close()
     pq.write_table(pa.table(rejects, schema=REJECTED_SCHEMA), work / f"rej-{shard:05d}.parquet")
-    np.save(work / f"thumbs-{shard:05d}.npy",
-            np.concatenate(thumbs) if thumbs else np.zeros((0, THUMB_BYTES), np.uint8))
+    thumbs.close()
     return {"shard": shard, "source": source, "rows": row_index, **counts, "by_rule": by_rule,
             "candidates": candidates,
             "phashes": np.concatenate(hashes) if hashes else np.zeros((0, 3), np.uint64)}
@@ -266,7 +268,9 @@ def _norm_url(url: str | None) -> str | None:
 # --- 2. dedup --------------------------------------------------------------------------------
 def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[int, tuple]]:
     """Dedup verdicts: ``{shard: {local candidate index: (rule, detail)}}``."""
-    thumbs = [np.load(work / f"thumbs-{s['shard']:05d}.npy", mmap_mode="r") for s in scans]
+    # thumbnails are read one at a time (only near-duplicate candidates need them): a memory
+    # map would fault in its neighbours too, and RSS would grow with the corpus
+    files = [os.open(work / f"thumbs-{s['shard']:05d}.bin", os.O_RDONLY) for s in scans]
     order = sorted(
         ((c.order, s, i) for s, scan in enumerate(scans) for i, c in enumerate(scan["candidates"])),
         key=lambda item: item[0],
@@ -279,28 +283,50 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
 
     def thumb_of(pos: int) -> bytes:
         s, i = where[pos]
-        return thumbs[s][i].tobytes()
+        return os.pread(files[s], THUMB_BYTES, i * THUMB_BYTES)
 
     judge = Deduplicator(cfg, thumb_of, near)
     verdicts: dict[int, dict[int, tuple]] = {s: {} for s in range(len(scans))}
-    for s, i in where:
-        verdict = judge.feed(scans[s]["candidates"][i])
-        if verdict is not None:
-            verdicts[s][i] = verdict
+    try:
+        for s, i in where:
+            verdict = judge.feed(scans[s]["candidates"][i])
+            if verdict is not None:
+                verdicts[s][i] = verdict
+    finally:
+        for fd in files:
+            os.close(fd)
     return verdicts
 
 
 # --- 3. write --------------------------------------------------------------------------------
 def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path) -> dict[str, int]:
-    """Write one input shard's kept and rejected parts; return per-rule dedup counts."""
+    """Write one input shard's kept and rejected parts; return per-rule dedup counts.
+
+    The scratch file of survivors is streamed one row group at a time (bounded memory)."""
     shard = scan["shard"]
-    table = pq.read_table(work / f"pass-{shard:05d}.parquet", use_threads=False)
-    rejected_mask = np.zeros(table.num_rows, dtype=bool)
+    scratch = pq.ParquetFile(work / f"pass-{shard:05d}.parquet")
+    rejected_mask = np.zeros(scratch.metadata.num_rows, dtype=bool)
     if verdicts:
         rejected_mask[list(verdicts)] = True
-    kept = table.filter(pa.array(~rejected_mask)).drop_columns(["_row"])
-    _write(kept, out / "kept" / f"part-{shard:05d}.parquet", binary=("jpg",))
-    dropped = table.filter(pa.array(rejected_mask))
+    kept_path = out / "kept" / f"part-{shard:05d}.parquet"
+    kept_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = kept_path.with_name(f".{kept_path.name}.tmp")
+    small_columns = ["candidate_id", "key", "url", "_row"]
+    dropped_parts = []
+    with pq.ParquetWriter(tmp, KEPT_SCHEMA, **_parquet_options(KEPT_SCHEMA.names, ("jpg",))) as kept:
+        pending, offset = [], 0
+        for batch in scratch.iter_batches(ROW_GROUP_ROWS, use_threads=False):
+            drop = rejected_mask[offset:offset + batch.num_rows]
+            offset += batch.num_rows
+            pending.append(pa.Table.from_batches([batch]).filter(pa.array(~drop)))
+            dropped_parts.append(pa.Table.from_batches([batch]).select(small_columns)
+                                 .filter(pa.array(drop)))
+            pending = _flush_full_groups(kept, pending)
+        if pending:
+            kept.write_table(pa.concat_tables(pending).drop_columns(["_row"]))
+    tmp.replace(kept_path)
+    dropped = (pa.concat_tables(dropped_parts) if dropped_parts
+               else _SCRATCH_SCHEMA.empty_table().select(small_columns))
     locals_ = np.flatnonzero(rejected_mask)
     extra = pa.table(
         {
@@ -314,8 +340,8 @@ def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path)
         },
         schema=REJECTED_SCHEMA,
     )
-    rejected = pa.concat_tables([pq.read_table(work / f"rej-{shard:05d}.parquet", use_threads=False), extra])
-    rejected = rejected.sort_by("row")
+    earlier = pq.read_table(work / f"rej-{shard:05d}.parquet", use_threads=False)
+    rejected = pa.concat_tables([earlier, extra]).sort_by("row")
     _write(rejected, out / "rejected" / f"part-{shard:05d}.parquet")
     counts: dict[str, int] = {}
     for rule, _ in verdicts.values():
@@ -323,19 +349,31 @@ def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path)
     return counts
 
 
+def _flush_full_groups(writer: pq.ParquetWriter, pending: list[pa.Table]) -> list[pa.Table]:
+    """Write whole ROW_GROUP_ROWS row groups out of ``pending``; return what is left."""
+    rows = sum(t.num_rows for t in pending)
+    if rows < ROW_GROUP_ROWS:
+        return pending
+    table = pa.concat_tables(pending)
+    full = rows - rows % ROW_GROUP_ROWS
+    writer.write_table(table.slice(0, full).drop_columns(["_row"]), row_group_size=ROW_GROUP_ROWS)
+    return [table.slice(full)] if full < rows else []
+
+
 def _write(table: pa.Table, path: Path, binary: tuple[str, ...] = ()) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    other = [c for c in table.column_names if c not in binary]
-    pq.write_table(
-        table,
-        tmp,
-        row_group_size=ROW_GROUP_ROWS,
-        compression={c: ("none" if c in binary else "snappy") for c in table.column_names},
-        use_dictionary=other,
-        write_statistics=other,
-    )
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_ROWS,
+                   **_parquet_options(table.column_names, binary))
     tmp.replace(path)
+
+
+def _parquet_options(names: list[str], binary: tuple[str, ...]) -> dict[str, Any]:
+    """Writer options: image bytes (already compressed) stored plain - no compression,
+    dictionary or statistics - and everything else snappy with dictionaries."""
+    other = [c for c in names if c not in binary]
+    return {"compression": {c: ("none" if c in binary else "snappy") for c in names},
+            "use_dictionary": other, "write_statistics": other}
 
 
 # --- the stage -------------------------------------------------------------------------------
