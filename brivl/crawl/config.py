@@ -2,21 +2,44 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 CAPTION_FIELDS = ("alt", "figcaption", "title", "surrounding")
 
+# Texts that say nothing about the picture: CMS and camera defaults, link boilerplate.
+BOILERPLATE_TEXTS = frozenset({
+    "image", "img", "photo", "photograph", "picture", "pic", "pict", "thumbnail", "thumb",
+    "click to enlarge", "click here", "enlarge", "zoom", "untitled", "no title", "logo",
+    "icon", "banner", "placeholder", "spacer", "blank", "no description", "image description",
+    "featured image", "default image", "alt", "alt text", "null", "undefined", "none",
+})
+_FILE_NAME = re.compile(
+    r"^[\w\-. ()]+\.(?:jpe?g|png|gif|webp|bmp|tiff?|svg|avif|heic)$"  # "banner_final_v2.png"
+    r"|^(?:img|image|dsc|dscn|dscf|dcim|pxl|photo|pic|screenshot)[-_ ]?\d+\b",  # "IMG_0042"
+    re.IGNORECASE,
+)
+
+
+def is_boilerplate(text: str) -> bool:
+    """True for a text that names no content: a generic word ("photo", "click to enlarge")
+    or a file or camera name ("IMG_0042.JPG", "DSC_1234", "banner_v2.png")."""
+    folded = " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+    return folded in BOILERPLATE_TEXTS or bool(_FILE_NAME.match(text.strip()))
+
 
 @dataclass
 class CaptionPolicy:
     """How the training caption is chosen from an image's texts: the first field in
-    ``priority`` whose text has at least ``min_chars`` characters; else the longest
-    non-empty one; cut at ``max_chars`` (0: no cut — judging length is the filter's job)."""
+    ``priority`` whose text has at least ``min_chars`` characters and, with
+    ``skip_boilerplate``, is not boilerplate (:func:`is_boilerplate`); else the longest
+    non-empty one; cut at ``max_chars`` (0: no cut - judging length is the filter's job)."""
 
     priority: tuple[str, ...] = ("alt", "figcaption", "title", "surrounding")
     min_chars: int = 5
     max_chars: int = 0
+    skip_boilerplate: bool = True
 
     def __post_init__(self) -> None:
         self.priority = tuple(self.priority)
@@ -30,7 +53,7 @@ class CaptionPolicy:
         """``(caption, source field)``; ``("", "")`` when every field is empty."""
         for name in self.priority:
             text = texts.get(name) or ""
-            if len(text) >= self.min_chars:
+            if len(text) >= self.min_chars and not (self.skip_boilerplate and is_boilerplate(text)):
                 return self._cut(text), name
         present = [(len(texts.get(n) or ""), -i, n) for i, n in enumerate(self.priority)]
         length, _, name = max(present, default=(0, 0, ""))

@@ -20,6 +20,7 @@ from brivl.crawl import (
     read_candidates,
     run_crawl,
 )
+from brivl.crawl.config import is_boilerplate
 from brivl.crawl.fetch import decode_html
 
 LOOPBACK = ("127.0.0.1/32",)
@@ -170,6 +171,22 @@ def test_caption_policy():
     assert CaptionPolicy().choose(dict.fromkeys(texts, "")) == ("", "")
     with pytest.raises(ValueError, match="accepted"):
         CaptionPolicy(priority=("alt", "nope"))
+
+
+@pytest.mark.parametrize(
+    ("alt", "boilerplate"),
+    [("Click to enlarge", True), ("IMG_0042.JPG", True), ("DSC_1234", True),
+     ("banner_final_v2.png", True), ("photo", True), ("Picture!", True),
+     ("Image of a dog on a beach", False), ("pictures of tea", False), ("A grey cat", False)],
+)
+def test_boilerplate_alts_fall_through_to_the_next_field(alt: str, boilerplate: bool):
+    texts = {"alt": alt, "title": "", "figcaption": "A red kite over the dunes", "surrounding": ""}
+    expected = ("A red kite over the dunes", "figcaption") if boilerplate else (alt, "alt")
+    assert is_boilerplate(alt) is boilerplate
+    assert CaptionPolicy().choose(texts) == expected
+    assert CaptionPolicy(skip_boilerplate=False).choose(texts) == (alt, "alt")
+    # nothing better anywhere: the boilerplate is still the caption (the filter judges it)
+    assert CaptionPolicy().choose({**texts, "figcaption": ""}) == (alt, "alt")
 
 
 def test_config_rejects_unknown_keys():
