@@ -5,7 +5,8 @@ queue of 4096 (the BriVL recipe: negatives from the queue) and (b) with batch 25
 queue (negatives: the other 255 momentum keys of the batch, ``in_batch_negatives``), then
 compare validation retrieval R@1 on held-out demo-like pairs. Also (c) batch 32 without a
 queue (in-batch negatives only), which shows what the queue buys a small batch, and (d)
-batch 32 with a smaller queue of 1024 (keys at most 32 steps old instead of 128).
+batch 32 with a smaller queue of 1024 (keys at most 32 steps old instead of 128), and (e)
+the same with the batch's own momentum keys as negatives too (MoCo v3 / ALBEF style).
 Same initial weights, data order, augmentation, learning-rate schedule shape and peak lr.
 
     .venv/bin/python bench/queue_vs_batch.py [--epochs 6] [--seeds 0] [--no-record]
@@ -44,6 +45,9 @@ VARIANTS = {
                            "model_overrides": {"queue_size": 32, "in_batch_negatives": True}},
     "batch 32 + queue 1024": {"batch_size": 32, "use_queue": True,
                               "model_overrides": {"queue_size": 1024}},
+    "batch 32 + in-batch + queue 1024": {"batch_size": 32, "use_queue": True,
+                                         "model_overrides": {"queue_size": 1024,
+                                                             "in_batch_negatives": True}},
 }
 
 
