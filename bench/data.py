@@ -16,8 +16,8 @@ on a shared machine). The demo server runs in this process for both variants ali
 captions, ~15% faults incl. exact and near duplicates):
 
 * filter+dedup pairs/s per core: :func:`brivl.filter.run_filter` with one worker, each run
-  in a fresh process after a warm-up run (median of 3); per core = rows / CPU-seconds of the call (wall time
-  reported too). Goal >= 2,000.
+  in a fresh process after a warm-up run (median of 5); per core = rows / CPU-seconds of the
+  call (wall time reported too). Goal >= 2,000.
 * shard write vs raw pyarrow: :func:`brivl.shard.write_shards` of the filter output vs a raw
   pyarrow job over the same rows (read the kept files, write files of the same row count with
   pyarrow defaults). Ratio = raw time / shard time, best of 3 each. Goal >= 0.9.
@@ -416,7 +416,7 @@ def bench_filter_shard(rows: int, scale: int) -> str:
         small = make_corpus(scratch / "corpus-1x", rows, seed=1)
         large = make_corpus(scratch / f"corpus-{scale}x", rows * scale, seed=2)
         print(f"corpora built in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
-        runs = [run_stages_in_child(small, scratch / f"run-{r}", warm_up=1) for r in range(3)]
+        runs = [run_stages_in_child(small, scratch / f"run-{r}", warm_up=1) for r in range(5)]
         rss = {
             (pool, size): run_stages_in_child(corpus, scratch / f"rss-{pool}-{size}", pool)
             for pool in ("jemalloc", "mimalloc")

@@ -6,8 +6,9 @@ Near-duplicate *candidates* are found for all rows at once by :func:`near_pairs`
 on at least one chunk. Per chunk, rows are joined with the rows whose chunk value differs by
 at most ``r`` bits, and only those pairs are compared. ``m`` is picked for the number of
 rows (few long chunks probed widely for many rows), so the work grows far slower than
-``n**2``. :class:`Deduplicator` then visits the rows in order and compares a row only with
-its kept near neighbours.
+``n**2``. :class:`NearGraph` runs it over the *distinct* hash values of each channel, and
+:class:`Deduplicator` then visits the rows in order and compares a row only with the kept
+rows of its linked values.
 """
 
 from __future__ import annotations
@@ -85,16 +86,41 @@ def _joined_groups(values, starts, counts, flip: int, block_pairs: int):
         yield starts[a[group]] + local // width, starts[b[group]] + local % width
 
 
-def near_neighbours(hashes: np.ndarray, max_distance: int) -> dict[int, dict[int, int]]:
-    """For rows with several hashes each (n x channels), the earlier rows within
-    ``max_distance`` bits on any channel: ``{row: {earlier row: least distance}}``."""
-    neighbours: dict[int, dict[int, int]] = {}
-    for channel in range(hashes.shape[1]):
-        i, j, d = near_pairs(hashes[:, channel], max_distance)
-        for earlier, row, distance in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
-            seen = neighbours.setdefault(row, {})
-            seen[earlier] = min(distance, seen.get(earlier, distance))
-    return neighbours
+class NearGraph:
+    """Which rows may be near-duplicates, per hash channel, at the level of distinct hash
+    values: identical hashes (blank or placeholder pictures) collapse to one value, so a
+    thousand copies cost one entry, not half a million row pairs.
+
+    ``links(channel, row)`` gives the values whose rows are candidates for ``row``: other
+    values within ``max_distance`` bits, and its own value when other rows share it; rows
+    whose value has no such links are never candidates of anything.
+    """
+
+    def __init__(self, hashes: np.ndarray, max_distance: int) -> None:
+        self.value_of: list[np.ndarray] = []  # per channel: row -> distinct value index
+        self.linked: list[dict[int, list[tuple[int, int]]]] = []  # value -> [(value, bits)]
+        for channel in range(hashes.shape[1]):
+            values, value_of, counts = np.unique(hashes[:, channel], return_inverse=True,
+                                                 return_counts=True)
+            links: dict[int, list[tuple[int, int]]] = {
+                v: [(v, 0)] for v in np.flatnonzero(counts > 1).tolist()
+            }
+            i, j, d = near_pairs(values, max_distance)
+            for a, b, bits in zip(i.tolist(), j.tolist(), d.tolist(), strict=True):
+                links.setdefault(a, []).append((b, bits))
+                links.setdefault(b, []).append((a, bits))
+            self.value_of.append(value_of)
+            self.linked.append(links)
+
+    @property
+    def channels(self) -> int:
+        return len(self.value_of)
+
+    def value(self, channel: int, row: int) -> int:
+        return int(self.value_of[channel][row])
+
+    def links(self, channel: int, value: int) -> list[tuple[int, int]]:
+        return self.linked[channel].get(value, [])
 
 
 def best_parts(max_distance: int, rows: int) -> int:
@@ -130,21 +156,25 @@ class Deduplicator:
     """Decide keep / reject for candidates fed in their stable order.
 
     Rows are compared against *kept* rows only, so of a group of copies the first is kept.
-    ``near`` maps a candidate's position (in feeding order) to its earlier near-duplicate
-    candidates by pHash (:func:`near_neighbours`); ``thumb_of(i)`` returns the thumbnail of
-    the i-th candidate, which confirms them (:func:`~brivl.filter.image.thumb_difference`).
+    ``near`` (:class:`NearGraph` over the candidates in feeding order) proposes near-duplicate
+    candidates by pHash; ``thumb_of(i)`` returns the thumbnail of the i-th candidate, which
+    confirms them (:func:`~brivl.filter.image.thumb_difference`). Kept rows are filed under
+    their hash values, so a row is compared only with kept rows of linked values - few, as
+    near copies of a kept row are not kept.
     """
 
     def __init__(self, config, thumb_of: Callable[[int], bytes],
-                 near: dict[int, dict[int, int]] | None = None) -> None:
+                 near: NearGraph | None = None) -> None:
         self.config = config
         self.thumb_of = thumb_of
-        self.near = near or {}
+        self.near = near
         self.seen_ids: set[str] = set()
         self.by_sha: dict[bytes, str] = {}
         self.by_url: dict[str, str] = {}
         self.captions: dict[bytes, tuple[int, str]] = {}  # caption -> (kept rows, first id)
-        self.kept: dict[int, str] = {}  # position -> id of each kept candidate
+        self.kept: dict[int, str] = {}  # position -> id, of kept rows that may be near others
+        channels = near.channels if near is not None else 0
+        self.kept_by_value: list[dict[int, list[int]]] = [{} for _ in range(channels)]
         self.fed = 0
 
     def feed(self, cand: Candidate) -> tuple[str, str] | None:
@@ -163,7 +193,7 @@ class Deduplicator:
             return "duplicate_key", f"candidate id {cand.ident!r} appears more than once"
         if cfg.dedup_exact and cand.sha256 in self.by_sha:
             return "duplicate_image", f"same image bytes as {self.by_sha[cand.sha256]}"
-        if pos in self.near:
+        if self.near is not None:
             near = self._near(pos)
             if near is not None:
                 return "near_duplicate", near
@@ -176,15 +206,20 @@ class Deduplicator:
         return None
 
     def _near(self, pos: int) -> str | None:
+        matches: dict[int, int] = {}  # kept row -> least pHash distance on any channel
+        for channel, kept_by_value in enumerate(self.kept_by_value):
+            for value, bits in self.near.links(channel, self.near.value(channel, pos)):
+                for row in kept_by_value.get(value, ()):
+                    matches[row] = min(bits, matches.get(row, bits))
+        if not matches:
+            return None
         thumb = self.thumb_of(pos)
         limit = self.config.near_dup_max_pixel_diff
-        for earlier, distance in sorted(self.near[pos].items()):
-            if earlier not in self.kept:
-                continue
-            diff = thumb_difference(self.thumb_of(earlier), thumb)
+        for row, distance in sorted(matches.items()):  # the earliest kept row first
+            diff = thumb_difference(self.thumb_of(row), thumb)
             if diff <= limit:
                 return (
-                    f"near-duplicate of {self.kept[earlier]} (pHash distance "
+                    f"near-duplicate of {self.kept[row]} (pHash distance "
                     f"{distance}, thumbnail difference {diff:.0f})"
                 )
         return None
@@ -195,4 +230,8 @@ class Deduplicator:
             self.by_url.setdefault(cand.url, cand.ident)
         count, first = self.captions.get(cand.caption_key, (0, cand.ident))
         self.captions[cand.caption_key] = (count + 1, first)
-        self.kept[pos] = cand.ident
+        for channel, kept_by_value in enumerate(self.kept_by_value):
+            value = self.near.value(channel, pos)
+            if self.near.links(channel, value):  # another row may ever ask for this one
+                kept_by_value.setdefault(value, []).append(pos)
+                self.kept[pos] = cand.ident

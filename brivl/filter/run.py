@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
-from brivl.filter.dedup import Candidate, Deduplicator, near_neighbours
+from brivl.filter.dedup import Candidate, Deduplicator, NearGraph
 from brivl.filter.image import THUMB_SIDE, ImageError, decode_small, phashes
 from brivl.report import progress
 from brivl.shard import eager_arrow_release
@@ -276,10 +276,10 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
         key=lambda item: item[0],
     )
     where = [(s, i) for _, s, i in order]
-    near: dict[int, dict[int, int]] = {}
+    near = None
     if cfg.near_dup_max_distance >= 0 and where:
         hashes = np.stack([scans[s]["phashes"][i] for s, i in where])
-        near = near_neighbours(hashes, cfg.near_dup_max_distance)
+        near = NearGraph(hashes, cfg.near_dup_max_distance)
 
     def thumb_of(pos: int) -> bytes:
         s, i = where[pos]

@@ -21,7 +21,7 @@ from brivl.filter import (
     run_filter,
     thumb_difference,
 )
-from brivl.filter.dedup import best_parts, near_pairs
+from brivl.filter.dedup import Candidate, Deduplicator, NearGraph, best_parts, near_pairs
 from brivl.filter.image import inspect
 from brivl.fingerprint import file_sha256
 
@@ -215,6 +215,28 @@ def test_near_pairs_finds_exactly_the_near_hashes(distance: int, parts: int | No
 def test_near_pairs_picks_wider_chunks_for_more_rows() -> None:
     assert [best_parts(8, n) for n in (10, 3_000, 1_000_000)] == [9, 5, 3]
     assert near_pairs(np.zeros(0, np.uint64), 8)[0].size == 0
+
+
+def test_thousands_of_identical_hashes_keep_the_first_copy_and_one_other_picture() -> None:
+    """Blank or placeholder pictures share one pHash: they collapse to one hash value (no
+    quadratic pair list), each is compared with the few kept rows only, and a different
+    picture that happens to share the hash is kept (its thumbnail differs)."""
+    n = 3000
+    blank = bytes([200]) * (32 * 32 * 3)
+    other = np.random.default_rng(0).integers(0, 256, 32 * 32 * 3, dtype=np.uint8).tobytes()
+    thumbs = [other if row == 5 else blank for row in range(n)]
+    hashes = np.zeros((n, 3), np.uint64)
+    hashes[7] = [1, 2, 3]  # a row 1-2 bits away on each channel
+    graph = NearGraph(hashes, FilterConfig().near_dup_max_distance)
+    assert [len(links) for links in graph.linked] == [2, 2, 2]  # value 0 and row 7's value
+    judge = Deduplicator(FilterConfig(), thumbs.__getitem__, graph)
+    verdicts = [judge.feed(Candidate((f"c{row:05d}",), f"c{row:05d}", bytes([row % 256, row // 256]),
+                                     None, bytes([row % 256, row // 256])))
+                for row in range(n)]
+    kept = [row for row, verdict in enumerate(verdicts) if verdict is None]
+    assert kept == [0, 5]
+    assert {verdict[0] for verdict in verdicts if verdict} == {"near_duplicate"}
+    assert "near-duplicate of c00000" in verdicts[7][1] and "distance 1" in verdicts[7][1]
 
 
 def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:

@@ -150,8 +150,11 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo) -> N
                 groups.setdefault(truth.source_path, [truth.source_path]).append(truth.path)
         assert groups, kind
         rule = "duplicate_image" if kind == "duplicate" else "near_duplicate"
+        reached_dedup = 0
         for members in groups.values():
             # members rejected by an earlier per-row rule never reach dedup
             survivors = [outcome[m] for m in members if outcome[m] in ("kept", rule)]
             assert survivors.count("kept") <= 1, (kind, members, survivors)
             assert len(survivors) <= 1 or rule in survivors, (kind, members, survivors)
+            reached_dedup += len(survivors) >= 2
+        assert reached_dedup, f"no {kind} group reached dedup with two members: untested"
