@@ -177,7 +177,7 @@ def scan_shard(
     work = Path(work_dir)
     survivors = pq.ParquetWriter(work / f"pass-{shard:05d}.parquet", _SCRATCH_SCHEMA,
                                  **_parquet_options(_SCRATCH_SCHEMA.names, ("jpg",)))
-    thumbs = open(work / f"thumbs-{shard:05d}.bin", "wb")  # noqa: SIM115 (closed below)
+    thumbs = open(work / f"thumbs-{shard:05d}.bin", "wb")  # 32x32x3 per survivor; closed below
     rejects: dict[str, list] = {name: [] for name in REJECTED_SCHEMA.names}
     by_rule = dict.fromkeys(RULES, 0)
     candidates: list[Candidate] = []
@@ -318,9 +318,9 @@ def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path)
         for batch in scratch.iter_batches(ROW_GROUP_ROWS, use_threads=False):
             drop = rejected_mask[offset:offset + batch.num_rows]
             offset += batch.num_rows
-            pending.append(pa.Table.from_batches([batch]).filter(pa.array(~drop)))
-            dropped_parts.append(pa.Table.from_batches([batch]).select(small_columns)
-                                 .filter(pa.array(drop)))
+            table = pa.Table.from_batches([batch])
+            pending.append(table.filter(pa.array(~drop)))
+            dropped_parts.append(table.select(small_columns).filter(pa.array(drop)))
             pending = _flush_full_groups(kept, pending)
         if pending:
             kept.write_table(pa.concat_tables(pending).drop_columns(["_row"]))

@@ -22,7 +22,7 @@ from brivl.filter import (
     thumb_difference,
 )
 from brivl.filter.dedup import Candidate, Deduplicator, NearGraph, best_parts, near_pairs
-from brivl.filter.image import inspect
+from brivl.filter.image import inspect, phashes
 from brivl.fingerprint import file_sha256
 
 GOOD = "A red circle on the left of a plain background"
@@ -242,6 +242,10 @@ def test_thousands_of_identical_hashes_keep_the_first_copy_and_one_other_picture
 def test_phash_is_imagehash_and_thumbnails_tell_copies_from_others() -> None:
     channel = np.asarray(picture(5, (32, 32)).convert("L"))
     assert phash_bits(channel) == int(str(imagehash.phash(Image.fromarray(channel))), 16)
+    smalls = np.stack([np.asarray(picture(seed, (32, 32)).convert("RGB")) for seed in (5, 6, 7)])
+    batched = phashes(smalls)  # the filter's batched path: the same bits per channel
+    assert [[int(h) for h in row] for row in batched] == [
+        [phash_bits(small[:, :, c]) for c in range(3)] for small in smalls]
     original = picture(5, (160, 120))
     a = inspect(jpeg(original), 10**8)
     smaller = original.resize((144, 108), Image.BILINEAR)
