@@ -91,9 +91,9 @@ class NearGraph:
     values: identical hashes (blank or placeholder pictures) collapse to one value, so a
     thousand copies cost one entry, not half a million row pairs.
 
-    ``links(channel, row)`` gives the values whose rows are candidates for ``row``: other
-    values within ``max_distance`` bits, and its own value when other rows share it; rows
-    whose value has no such links are never candidates of anything.
+    ``links(channel, value(channel, row))`` gives ``(value, bits)`` for the values whose rows
+    are candidates for ``row``: other values within ``max_distance`` bits, and its own value
+    when other rows share it; rows whose value has no links are never candidates of anything.
     """
 
     def __init__(self, hashes: np.ndarray, max_distance: int) -> None:
