@@ -46,12 +46,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results import replace_section  # noqa: E402
 from brivl.env import apply_defaults  # noqa: E402
 
 apply_defaults()  # incl. Arrow's jemalloc pool (set before pyarrow is imported)
@@ -473,22 +473,6 @@ def bench_filter_shard(rows: int, scale: int) -> str:
 
 
 # --- report -----------------------------------------------------------------------------------
-def record(heading: str, command: str, text: str) -> None:
-    """Replace section ``heading`` of bench/RESULTS.md (other sections untouched)."""
-    path = ROOT / "bench" / "RESULTS.md"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d")
-    section = f"{heading}\n\n`{command}` ({stamp}, {platform.node()}):\n\n{text}\n"
-    if heading in body:
-        head, rest = body.split(heading, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        body = head + section + ("\n" + tail if tail else "")
-    else:
-        body = body.rstrip("\n") + "\n\n" + section
-    path.write_text(body)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -519,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         print(f"{heading}\n\n{text}\n")
         if not args.no_record:
-            record(heading, command, text)
+            replace_section(heading, command, text)
     return 0
 
 

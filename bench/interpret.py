@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results import replace_section  # noqa: E402
 from brivl.env import apply_defaults  # noqa: E402
 
 apply_defaults()
@@ -158,24 +159,8 @@ def main() -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_record:
-        record(text)
+        replace_section(SECTION, "python bench/interpret.py", text)
     return 0
-
-
-def record(text: str) -> None:
-    """Replace this benchmark's section of bench/RESULTS.md (other sections untouched)."""
-    path = ROOT / "bench" / "RESULTS.md"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    stamp = time.strftime("%Y-%m-%d")
-    section = f"{SECTION}\n\n`python bench/interpret.py` ({stamp}):\n\n{text}\n"
-    if SECTION in body:
-        head, rest = body.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1 :] if nxt >= 0 else ""
-        body = head + section + ("\n" + tail if tail else "")
-    else:
-        body = body.rstrip("\n") + "\n\n" + section
-    path.write_text(body)
 
 
 if __name__ == "__main__":

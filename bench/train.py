@@ -35,6 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.results import replace_section  # noqa: E402
 from brivl.env import apply_defaults  # noqa: E402
 
 apply_defaults()
@@ -250,21 +251,6 @@ def report(book: list[dict[str, object]], pools: list[dict[str, object]], env: s
     return "\n".join(lines)
 
 
-def record(text: str) -> None:
-    """Replace this benchmark's section of bench/RESULTS.md (other sections untouched)."""
-    path = ROOT / "bench" / "RESULTS.md"
-    body = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{SECTION}\n\n`python bench/train.py` ({time.strftime('%Y-%m-%d')}):\n\n{text}\n"
-    if SECTION in body:
-        head, rest = body.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        tail = rest[nxt + 1:] if nxt >= 0 else ""
-        body = head + section + ("\n" + tail if tail else "")
-    else:
-        body = body.rstrip("\n") + "\n\n" + section
-    path.write_text(body)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=15, help="timed repetitions per variant")
@@ -289,7 +275,7 @@ def main() -> int:
     text = report(book, pools, env)
     print(text)
     if not args.no_record:
-        record(text)
+        replace_section(SECTION, "python bench/train.py", text)
     return 0
 
 
