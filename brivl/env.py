@@ -51,22 +51,33 @@ def ray_temp_dir(home: Path | None = None) -> Path:
     return Path(tempfile.gettempdir()) / f"brivl-ray-{digest}"
 
 
+def home_locations(home: Path) -> dict[str, str]:
+    """Where each tool keeps its state under the project home (environment defaults)."""
+    return {
+        "PREFECT_HOME": str(home / "prefect"),
+        "PREFECT_LOCAL_STORAGE_PATH": str(home / "prefect" / "storage"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(home / "mlartifacts"),
+        "RAY_TMPDIR": str(ray_temp_dir(home)),
+        "HF_HOME": str(home / "hf"),
+        "WANDB_DIR": str(home / "wandb"),
+    }
+
+
+# Keys a process with another project home must not inherit: the locations derived from this
+# home, and the addresses of this session's running services.
+HOME_BOUND_KEYS = (*home_locations(Path("/")), "PREFECT_API_URL", "RAY_ADDRESS")
+
+
 def apply_defaults(home: Path | None = None) -> Path:
     """Set telemetry-off and state-location defaults; return the project home."""
     home = (home or project_home()).resolve()
     os.environ.setdefault("BRIVL_HOME", str(home))
-    for key, value in TELEMETRY_OFF.items():
+    for key, value in {**TELEMETRY_OFF, **home_locations(home)}.items():
         os.environ.setdefault(key, value)
-    os.environ.setdefault("PREFECT_HOME", str(home / "prefect"))
-    os.environ.setdefault("PREFECT_LOCAL_STORAGE_PATH", str(home / "prefect" / "storage"))
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
-    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    os.environ.setdefault("MLFLOW_ARTIFACTS_DESTINATION", str(home / "mlartifacts"))
-    os.environ.setdefault("RAY_TMPDIR", str(ray_temp_dir(home)))
-    os.environ.setdefault("HF_HOME", str(home / "hf"))
-    os.environ.setdefault("WANDB_DIR", str(home / "wandb"))
     home.mkdir(parents=True, exist_ok=True)
     return home

@@ -17,19 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-# what brivl.env.apply_defaults derives from BRIVL_HOME: dropped so a child derives its own
-DERIVED_KEYS = (
-    "PREFECT_HOME",
-    "PREFECT_LOCAL_STORAGE_PATH",
-    "PREFECT_API_URL",
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_ARTIFACTS_DESTINATION",
-    "RAY_TMPDIR",
-    "RAY_ADDRESS",
-    "HF_HOME",
-    "WANDB_DIR",
-    "BRIVL_MLFLOW_PARENT_RUN_ID",
-)
+from brivl.env import HOME_BOUND_KEYS
+
+# what ties a process to this test session's home: dropped so a child derives its own
+DERIVED_KEYS = (*HOME_BOUND_KEYS, "BRIVL_MLFLOW_PARENT_RUN_ID")
 
 
 def isolated_env(home: Path, **extra: str) -> dict[str, str]:
