@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 
 import imagehash
@@ -23,6 +24,7 @@ from brivl.filter import (
 )
 from brivl.filter.dedup import Candidate, Deduplicator, NearGraph, best_parts, near_pairs
 from brivl.filter.image import inspect, phashes
+from brivl.filter.text import spam_pattern
 from brivl.fingerprint import file_sha256
 
 GOOD = "A red circle on the left of a plain background"
@@ -284,3 +286,19 @@ def test_same_layout_in_other_colours_is_not_a_near_duplicate(tmp_path: Path) ->
     kept, rejected = outcomes(tmp_path / "out")
     assert set(kept) == {"c1", "c2"}
     assert rejected["c3"][0] == "near_duplicate" and "c1" in rejected["c3"][1]
+
+
+@pytest.mark.parametrize(
+    ("text", "matched"),
+    [("Buy now while it lasts", "Buy now"), ("rebuy now", None), ("a sidebar", "bar"),
+     ("visit www.example.org", "www."), ("food", "foo"), ("tofu", None)],
+)
+def test_spam_patterns_sharing_a_word_boundary_match_as_written(text: str, matched: str | None):
+    """The combined regex factors out a leading \\b, but only where that keeps each pattern's
+    meaning: ``\\bfoo|bar`` is ``(\\bfoo)|(bar)``, so "sidebar" matches it."""
+    patterns = (r"\bbuy (it )?now\b", r"\bfoo|bar", r"\bwww\.")
+    match = spam_pattern(patterns).search(text)
+    assert (match.group(0) if match else None) == matched
+    # and the same as searching the patterns one by one
+    alone = [m for p in patterns if (m := re.search(p, text, re.IGNORECASE))]
+    assert bool(alone) == bool(match)
