@@ -1,6 +1,6 @@
-"""Evaluation sets read from Parquet, validated, with bad rows recorded instead of raised.
+"""Evaluation sets, validated, with bad rows recorded in ``skipped`` instead of raised.
 
-Accepted shapes (any user Parquet of one of these shapes works):
+Parquet shapes (any user Parquet of one of these shapes works):
 
 =====================  ===============================================================
 kind                   columns
@@ -18,6 +18,24 @@ strings, first row), else from a sidecar JSON (``<stem>.classes.json`` or ``clas
 beside the file: a list, or an object with ``classes`` and optionally ``templates``), else
 from the sorted distinct labels. File names ``zeroshot_images``, ``retrieval``,
 ``zeroshot_text`` and ``vqa`` fix the kind; other names are recognised by their columns.
+
+Other formats (:func:`read_eval_set` picks by path; :mod:`brivl.evaluate.formats` detects):
+
+- ImageFolder tree ``root/<class>/<image>`` (``.jpg .jpeg .png .webp .bmp .gif .tif``),
+  optionally under ``train/``, ``test/``, ``val/`` (sets ``is_test``): image_classification;
+  classes are the sorted folder names unless ``classes.json`` is in the root
+  (:mod:`~brivl.evaluate.imagefolder`).
+- CSV/TSV (or Parquet) with ``image_path``/``filepath`` (relative to the file's folder) and
+  ``caption``/``title``/``captions``: retrieval; rows naming one image are merged
+  (:mod:`~brivl.evaluate.captions`).
+- CLIP_benchmark webdataset directory: ``*.tar`` shards (or ``train/``/``test/`` of them) of
+  image + ``.cls``/``.txt`` samples, ``classnames.txt``, optional
+  ``zeroshot_classification_templates.txt``; tar members are read in memory, size-capped,
+  never unpickled (:mod:`~brivl.evaluate.wds`).
+
+A missing or undecodable image, or a bad sample, is a skipped row: ``{"row", "reason"}`` with
+the row index, relative file path or ``shard:key``. What a reader ignores on purpose (tar
+members it does not read, stray folders) is listed in ``EvalSet.notes``.
 """
 
 from __future__ import annotations
@@ -69,6 +87,7 @@ class EvalSet:
     answers: np.ndarray | None = None
     is_test: np.ndarray | None = None  # from a ``split`` column, if present
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"row", "reason"}
+    notes: list[str] = field(default_factory=list)  # what a reader ignored on purpose
 
     def __len__(self) -> int:
         return len(self.images) if self.kind != "text_classification" else len(self.texts)
@@ -169,17 +188,26 @@ def _sidecar(path: Path) -> dict[str, Any]:
 def read_eval_set(
     path: str | Path, name: str | None = None, max_rows: int | None = None
 ) -> EvalSet:
-    """Read and validate one eval set; rows that cannot be used land in ``skipped``."""
+    """Read and validate one eval set (any accepted format); unusable rows land in ``skipped``."""
     path = Path(path)
-    name = name or path.stem
-    if not path.is_file():
+    name = name or (path.name if path.is_dir() else path.stem)
+    if not path.exists():
         raise EvalSetError(f"{path}: eval set {name!r} does not exist")
+    if path.is_dir() or path.suffix.lower() in (".csv", ".tsv"):
+        from brivl.evaluate import formats  # its readers import this module
+
+        return formats.read_set(path, name, max_rows)
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise EvalSetError(f"{path}: not a readable Parquet file ({exc})") from exc
     if max_rows is not None:
         table = table.slice(0, max_rows)
+    if "image" not in table.column_names:
+        from brivl.evaluate import captions
+
+        if captions.path_column(table.column_names):
+            return captions.from_table(path, name, table)
     kind = infer_kind(name, table.column_names, path)
     _require(path, kind, table)
     out = EvalSet(name=name, kind=kind, path=path)

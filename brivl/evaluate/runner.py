@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from brivl.evaluate import datasets, metrics, vqa
+from brivl.evaluate import datasets, formats, metrics, vqa
 from brivl.report import track
 
 
@@ -162,10 +162,14 @@ _MIN_ROWS = {"vqa": 2}
 
 
 def resolve_sets(eval_dir_or_sets: str | Path | Mapping[str, str | Path]) -> dict[str, Path]:
-    """A directory becomes its known-named sets; a mapping is taken as name -> path."""
+    """Name -> path of each set: a mapping as given, else :func:`formats.discover_sets`.
+
+    A path that is one set (Parquet, CSV, webdataset or ImageFolder directory) is that set;
+    a directory of sets gives its known-named Parquet files, CSVs and set subfolders.
+    """
     if isinstance(eval_dir_or_sets, Mapping):  # sidecars (classes.json) are not sets
         return {str(k): Path(v) for k, v in eval_dir_or_sets.items() if Path(v).suffix != ".json"}
-    return datasets.discover(eval_dir_or_sets)
+    return formats.discover_sets(eval_dir_or_sets)
 
 
 def evaluate_sets(
