@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size")
     parser.add_argument("--workers", type=int, default=None,
                         help="Ray Train workers (0 = train in-process)")
-    parser.add_argument("--eval-sets", default=None, metavar="DIR",
-                        help="directory of eval Parquet sets (the demo writes its own)")
+    parser.add_argument("--eval-sets", default=None, metavar="PATH",
+                        help="eval sets: a directory of them, or one Parquet/CSV file, ImageFolder "
+                        "tree or webdataset directory (the demo writes its own)")
     parser.add_argument("--stages", default="data,retrain,index,interpret",
                         help="comma list among data,retrain,index,interpret")
     parser.add_argument("--config", default=None, metavar="JSON",
