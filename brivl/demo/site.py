@@ -45,6 +45,7 @@ import functools
 import html
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,26 +241,13 @@ class DemoSite:
         return len(paths)
 
     def _image_response(self, truth: ImageTruth) -> Response:
-        fault = truth.fault
-        if fault == "http_404":
-            return _error(404, "Not Found")
-        if fault == "http_500":
-            return _error(500, "Internal Server Error")
-        if fault == "redirect_loop":
-            return _redirect(_loop_path(truth.path))
-        if fault == "bomb":
-            return _ok(render.bomb_png(BOMB_SIDE), "image/png")
-        if fault == "not_image":
-            ctype = "image/jpeg" if truth.index % 2 == 0 else "text/html; charset=utf-8"
-            return _ok(NOT_IMAGE_BODY, ctype)
-        body = self.image_bytes(truth.path)
-        if fault == "truncated":
-            return _ok(body[: len(body) // 2], "image/jpeg")
-        if fault == "slow":
-            return _ok(body, "image/jpeg", trickle=self.config.slow_seconds)
-        if fault == "optout_header":
-            return _ok(body, "image/jpeg", extra=(("X-Robots-Tag", "noai, noimageai"),))
-        return _ok(body, "image/jpeg")
+        return fault_response(
+            truth.fault,
+            lambda: self.image_bytes(truth.path),
+            loop_path=_loop_path(truth.path),
+            odd=truth.index % 2 == 1,
+            slow_seconds=self.config.slow_seconds,
+        )
 
     def _encode(self, path: str) -> bytes:
         spec = self._specs[path]
@@ -269,6 +257,38 @@ class DemoSite:
         if spec.near_variant is not None:
             image = render.near_duplicate(image, spec.near_variant)
         return render.jpeg(image, spec.quality)
+
+
+def fault_response(
+    fault: str | None,
+    body: Callable[[], bytes],
+    *,
+    ctype: str = "image/jpeg",
+    loop_path: str = "",
+    odd: bool = False,
+    slow_seconds: float = 3.0,
+) -> Response:
+    """What an image path with ``fault`` serves (see the module docstring); ``body()`` gives
+    the picture's bytes (``ctype``), ``loop_path`` is the redirect loop's other hop, ``odd``
+    picks not_image's Content-Type (text/html; else ``ctype``)."""
+    if fault == "http_404":
+        return _error(404, "Not Found")
+    if fault == "http_500":
+        return _error(500, "Internal Server Error")
+    if fault == "redirect_loop":
+        return _redirect(loop_path)
+    if fault == "bomb":
+        return _ok(render.bomb_png(BOMB_SIDE), "image/png")
+    if fault == "not_image":
+        return _ok(NOT_IMAGE_BODY, "text/html; charset=utf-8" if odd else ctype)
+    data = body()
+    if fault == "truncated":
+        return _ok(data[: len(data) // 2], ctype)
+    if fault == "slow":
+        return _ok(data, ctype, trickle=slow_seconds)
+    if fault == "optout_header":
+        return _ok(data, ctype, extra=(("X-Robots-Tag", "noai, noimageai"),))
+    return _ok(data, ctype)
 
 
 def _ok(body: bytes, ctype: str, trickle: float = 0.0, extra: tuple = ()) -> Response:
