@@ -1,4 +1,7 @@
-"""The candidates table: one row per ``<img>`` found on a page, and how rows are written."""
+"""The candidates table: one row per ``<img>`` found on a page, and how rows are written.
+
+Each row keeps the image's raw text fields (alt, title, figcaption, sibling, cell, heading,
+surrounding) beside the caption made of them, so the choice can be audited."""
 
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ CANDIDATE_SCHEMA = pa.schema(
         ("alt", pa.string()),
         ("title", pa.string()),
         ("figcaption", pa.string()),
+        ("sibling", pa.string()),
+        ("cell", pa.string()),
+        ("heading", pa.string()),
         ("surrounding", pa.string()),
         ("caption", pa.string()),
         ("caption_source", pa.string()),
@@ -76,13 +82,9 @@ def candidate_row(
     decision: str,
     config: CrawlConfig,
 ) -> dict[str, Any]:
-    """One candidates row, caption chosen by the config's policy."""
-    texts = {
-        "alt": image.alt,
-        "title": image.title,
-        "figcaption": image.figcaption,
-        "surrounding": image.surrounding,
-    }
+    """One candidates row: every raw text field of the image, and the caption the config's
+    policy made of them with ``caption_source`` naming the fields used (``"alt+heading"``)."""
+    texts = image.texts()
     caption, source = config.caption.choose(texts)
     return {
         "candidate_id": candidate_id(image.image_url, page_url),

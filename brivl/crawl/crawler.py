@@ -68,6 +68,7 @@ class PageResult:
     record: dict[str, Any]
     candidates: list[dict[str, Any]] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    next_pages: list[str] = field(default_factory=list)  # rel=next pagination, also in links
 
 
 class Crawler:
@@ -147,7 +148,7 @@ class Crawler:
             outcome="fetched", encoding=encoding, n_links=len(page.links), n_images=len(page.images)
         )
         rows = self.candidates_of(page, fetched.final_url, depth, now, header_directives)
-        return PageResult(record, rows, page.links)
+        return PageResult(record, rows, page.links, page.next_pages)
 
     def candidates_of(
         self,
@@ -207,6 +208,19 @@ def page_record(url: str, depth: int, now: datetime, outcome: str = "") -> dict[
     }
 
 
+def links_to_follow(result: PageResult, config: CrawlConfig) -> list[tuple[str, int]]:
+    """``(link, depth)`` of a page's links within ``max_depth``: one hop deeper, except
+    ``rel=next`` pagination, which keeps the page's depth with ``pagination_same_depth``."""
+    depth = result.record["depth"]
+    same = set(result.next_pages) if config.pagination_same_depth else set()
+    out = []
+    for link in result.links:
+        hop = depth if link in same else depth + 1
+        if hop <= config.max_depth:
+            out.append((link, hop))
+    return out
+
+
 @dataclass
 class CrawlOutput:
     """Everything a crawl produced, in discovery order."""
@@ -251,10 +265,7 @@ def crawl_pages(
                 candidates.extend(result.candidates)
                 if on_page:
                     on_page(result.record)
-                depth = result.record["depth"] + 1
-                if depth > config.max_depth:
-                    continue
-                for link in result.links:
+                for link, depth in links_to_follow(result, config):
                     if link not in seen and domain_allowed(link, domains):
                         seen.add(link)
                         next_frontier.append((link, depth))

@@ -7,8 +7,14 @@
         crawl(server.seed_urls, ...)
     site.images                          # ImageTruth per <img>: labels, caption, texts, fault
     site.eval_sets(out_dir)              # held-out eval Parquet sets
+
+The real demo web is :func:`openclipart_site` (Debian's OpenClipArt pictures as a clip-art
+gallery, :mod:`brivl.demo.clipart_site`); it raises :class:`CorpusUnavailable` where the
+packages cannot be fetched. :func:`build_site` is the synthetic web (fault injection).
 """
 
+from brivl.demo.clipart_site import ClipArtConfig, ClipArtSite, openclipart_site
+from brivl.demo.openclipart import CorpusUnavailable
 from brivl.demo.server import AccessLog, AccessRecord, DemoServer, serve
 from brivl.demo.site import (
     BLOCKLIST_WORDS,
@@ -33,11 +39,15 @@ __all__ = [
     "AccessLog",
     "AccessRecord",
     "Article",
+    "ClipArtConfig",
+    "ClipArtSite",
+    "CorpusUnavailable",
     "DemoConfig",
     "DemoServer",
     "DemoSite",
     "ImageTruth",
     "Response",
     "build_site",
+    "openclipart_site",
     "serve",
 ]

@@ -1,4 +1,5 @@
-"""Serve a :class:`~brivl.demo.site.DemoSite` over HTTP on loopback, in a daemon thread.
+"""Serve a demo site (anything with ``response(path)``: :class:`Site`) over HTTP on loopback,
+in a daemon thread.
 
 ``with serve(site) as server:`` gives ``server.base_url``, ``server.seed_urls`` and an
 ``access_log`` of every request (method, path, status, user agent). Each request runs in its
@@ -10,10 +11,17 @@ from __future__ import annotations
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
-from brivl.demo.site import DemoSite, Response
+from brivl.demo.site import Response
+
+
+class Site(Protocol):
+    """What the server needs from a site: a response per URL path (the synthetic
+    :class:`~brivl.demo.site.DemoSite` and the clip-art site both have one)."""
+
+    def response(self, path: str) -> Response: ...
 
 
 class AccessRecord(NamedTuple):
@@ -46,7 +54,7 @@ class AccessLog(list):
 class DemoServer:
     """A running demo web; a context manager that stops the server on exit."""
 
-    def __init__(self, site: DemoSite, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0) -> None:
         self.site = site
         self.access_log = AccessLog()
         handler = type("DemoHandler", (_Handler,), {"site": site, "log": self.access_log})
@@ -78,7 +86,7 @@ class DemoServer:
         self.close()
 
 
-def serve(site: DemoSite, host: str = "127.0.0.1", port: int = 0) -> DemoServer:
+def serve(site: Site, host: str = "127.0.0.1", port: int = 0) -> DemoServer:
     """Start serving ``site`` on ``host:port`` (``port=0``: a free port); returns the server."""
     return DemoServer(site, host, port)
 
@@ -96,7 +104,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    site: DemoSite
+    site: Site
     log: AccessLog
     protocol_version = "HTTP/1.1"
     server_version = "BrivlDemoWeb/1.0"

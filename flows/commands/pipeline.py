@@ -15,10 +15,16 @@ DEMO_PORT = 8731  # fixed so reruns hit the cache (seed URLs are part of the cra
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from flows.commands.demo import DEMO_WEBS
+
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--demo", action="store_true", help="serve the demo web on 127.0.0.1 and crawl it")
+    source.add_argument("--demo", nargs="?", const="openclipart", choices=DEMO_WEBS, metavar="WEB",
+                        help="serve a demo web on 127.0.0.1 and crawl it: openclipart (the default:"
+                        " Debian's OpenClipArt pictures, fetched once with apt) or synthetic")
     source.add_argument("--seed", action="append", metavar="URL", help="seed URL (repeatable)")
-    parser.add_argument("--demo-images", type=int, default=3000, help="demo web size (default 3000)")
+    parser.add_argument("--demo-images", type=int, default=None,
+                        help="images on the demo web (default: openclipart every picture not "
+                        "held out, synthetic 3000)")
     parser.add_argument("--allow-domain", action="append", default=[], metavar="DOMAIN",
                         help="domain the crawler may visit (default: the seeds' hosts)")
     parser.add_argument("--allow-cidr", action="append", default=[], metavar="CIDR",
@@ -59,13 +65,19 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
-    """Serve the demo web, write its eval sets, and point the crawl at it."""
-    from brivl.demo import DemoConfig, build_site, serve
-    from brivl.env import project_home
+    """Serve the demo web, write its eval sets, and point the crawl at it.
 
-    site = build_site(DemoConfig(n_images=args.demo_images))
-    eval_dir = project_home() / "eval" / f"demo-{args.demo_images}"
-    if not (eval_dir / "retrieval.parquet").exists():
+    The seed URL's fragment names the web and its size: the crawler drops it, but the
+    crawl's cache key (the seed list) keeps the two webs and their sizes apart."""
+    from brivl.demo import serve
+    from brivl.env import project_home
+    from flows.commands.demo import build_demo_web
+
+    web, site = build_demo_web(args.demo, args.demo_images)
+    label = f"{web}-{len(site.images)}"
+    name = f"openclipart-{site.heldout_key()}" if web == "openclipart" else f"demo-{len(site.images)}"
+    eval_dir = project_home() / "eval" / name
+    if not (eval_dir / "_manifest.json").exists():
         site.eval_sets(eval_dir)
     cfg.setdefault("eval_sets", str(eval_dir))
     try:
@@ -76,7 +88,7 @@ def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
         cfg["crawl"].setdefault("allow_cidrs", [f"{server.host}/32"])
         # below the demo's slow-body stall, so the "slow" fault shows up as a timeout
         cfg.setdefault("download", {}).setdefault("timeout_s", 2.0)
-        yield server.seed_urls
+        yield [f"{server.base_url}/#{label}"]
 
 
 def run(args: argparse.Namespace) -> int:

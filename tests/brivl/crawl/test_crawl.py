@@ -44,13 +44,18 @@ def test_candidates_carry_texts_decisions_and_stable_ids(fixture_site, tmp_path)
         "Our office cat",
     )
     assert cat["surrounding"] == "The morning market opened late. Prices of tea went up again."
-    assert (cat["caption"], cat["caption_source"]) == ("A grey cat on a red sofa", "alt")
+    # composed (the default): the title "cat" is said by the alt already, so it is left out
+    assert (cat["caption"], cat["caption_source"]) == (
+        "A grey cat on a red sofa. Our office cat. The morning market opened late. "
+        "Prices of tea went up again.",
+        "alt+figcaption+surrounding",
+    )
     assert cat["candidate_id"] == candidate_id(base + "/img/cat.png", base + "/a.html")
     assert cat["decision"] == "allowed" and cat["robots"] == "allowed" and cat["depth"] == 1
-    # alt "x" is under min_chars: the caption falls through to the surrounding text
+    # a one-letter alt is kept, with the paragraph holding the image appended
     inline = rows[(base + "/img/x.png", base + "/a.html")]
-    assert inline["caption_source"] == "surrounding"
-    assert inline["caption"] == "Short inline text here."
+    assert inline["caption_source"] == "alt+surrounding"
+    assert inline["caption"] == "x. Short inline text here."
     assert rows[(base + "/private/hidden.png", base + "/a.html")]["decision"] == "robots_disallowed"
     assert rows[("http://10.1.2.3/internal.png", base + "/a.html")]["decision"] == "ssrf_blocked"
     assert rows[(base + "/img/o.png", base + "/optout.html")]["decision"] == "optout_meta"
@@ -162,13 +167,16 @@ def test_crawl_refuses_private_seeds_before_connecting(fixture_site, monkeypatch
     assert {a[0] for a in connects} == {"127.0.0.1"}
 
 
-def test_caption_policy():
+def test_caption_policy_first_mode():
+    """mode="first": the rule before composition (one field, the first that qualifies)."""
+    first = {"mode": "first"}
     texts = {"alt": "img1", "title": "A title here", "figcaption": "", "surrounding": "x" * 40}
-    assert CaptionPolicy().choose(texts) == ("A title here", "title")
-    assert CaptionPolicy(priority=("surrounding", "alt")).choose(texts) == ("x" * 40, "surrounding")
-    assert CaptionPolicy(min_chars=100).choose(texts) == ("x" * 40, "surrounding")  # longest
-    assert CaptionPolicy(max_chars=5).choose(texts) == ("A tit", "title")
-    assert CaptionPolicy().choose(dict.fromkeys(texts, "")) == ("", "")
+    assert CaptionPolicy(**first).choose(texts) == ("A title here", "title")
+    assert CaptionPolicy(**first, priority=("surrounding", "alt")).choose(texts) == (
+        "x" * 40, "surrounding")
+    assert CaptionPolicy(**first, min_chars=100).choose(texts) == ("x" * 40, "surrounding")
+    assert CaptionPolicy(**first, max_chars=5).choose(texts) == ("A tit", "title")
+    assert CaptionPolicy(**first).choose(dict.fromkeys(texts, "")) == ("", "")
     with pytest.raises(ValueError, match="accepted"):
         CaptionPolicy(priority=("alt", "nope"))
 
@@ -183,10 +191,18 @@ def test_boilerplate_alts_fall_through_to_the_next_field(alt: str, boilerplate: 
     texts = {"alt": alt, "title": "", "figcaption": "A red kite over the dunes", "surrounding": ""}
     expected = ("A red kite over the dunes", "figcaption") if boilerplate else (alt, "alt")
     assert is_boilerplate(alt) is boilerplate
-    assert CaptionPolicy().choose(texts) == expected
-    assert CaptionPolicy(skip_boilerplate=False).choose(texts) == (alt, "alt")
+    first = CaptionPolicy(mode="first")
+    assert first.choose(texts) == expected
+    assert CaptionPolicy(mode="first", skip_boilerplate=False).choose(texts) == (alt, "alt")
     # nothing better anywhere: the boilerplate is still the caption (the filter judges it)
-    assert CaptionPolicy().choose({**texts, "figcaption": ""}) == (alt, "alt")
+    assert first.choose({**texts, "figcaption": ""}) == (alt, "alt")
+    # composed: a boilerplate alt is left out; a real one leads, the figcaption follows
+    composed = CaptionPolicy().choose(texts)
+    assert composed == (expected if boilerplate else
+                        (f"{alt}. A red kite over the dunes", "alt+figcaption"))
+    # ...and nothing but boilerplate is no caption at all (rejected as too short)
+    assert CaptionPolicy().choose({**texts, "figcaption": ""}) == (("", "") if boilerplate
+                                                                   else (alt, "alt"))
 
 
 def test_config_rejects_unknown_keys():

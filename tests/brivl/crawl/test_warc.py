@@ -52,7 +52,8 @@ def test_warc_pages_become_candidates(warc_file, tmp_path):
     body = run_crawl([], config, tmp_path / "out", warc_files=[warc_file])
     rows = {r["image_url"]: r for r in read_candidates(tmp_path / "out").to_pylist()}
     boat = rows["http://news.example.com/img/boat.jpg"]
-    assert boat["caption"] == "A blue boat \u2014 na\u00efve art"  # cp1252 via <meta charset>
+    assert boat["alt"] == "A blue boat \u2014 na\u00efve art"  # cp1252 via <meta charset>
+    assert boat["caption"] == "A blue boat \u2014 na\u00efve art. Boats. Harbour news of the week."
     assert (boat["figcaption"], boat["surrounding"]) == ("Boats", "Harbour news of the week.")
     assert boat["page_url"] == "http://news.example.com/a.html" and boat["decision"] == "allowed"
     # the robots.txt captured in the WARC applies to its host
