@@ -62,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--caption-priority",
-        help="comma list of alt,figcaption,title,surrounding (default in that order)",
+        help="comma list of the caption's fields in order, from alt,title,figcaption,sibling,"
+        "cell,heading,surrounding (default: all, in that order)",
     )
     parser.add_argument(
         "--config", type=Path, help="JSON file of CrawlConfig fields (flags override it)"
