@@ -17,16 +17,14 @@ composited on white and stored as JPEG (longest side ``max_side``). Files in ``o
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from PIL import Image
 
 from brivl.demo.holdout import Holdout
-from brivl.demo.openclipart import ClipArt
+from brivl.demo.openclipart import ClipArt, to_jpeg
 from brivl.fingerprint import code_version
 from brivl.manifest import write_manifest
 
@@ -35,18 +33,6 @@ TEMPLATES = ("a drawing of {}.", "clip art of {}.", "an illustration of {}.", "{
 
 def _rank(item: ClipArt) -> str:
     return hashlib.sha256(f"brivl-clipart-eval:{item.file}".encode()).hexdigest()
-
-
-def clipart_jpeg(path: str | Path, max_side: int = 256, quality: int = 90) -> bytes:
-    """A PNG (transparency included) composited on white, downscaled, as JPEG bytes."""
-    with Image.open(path) as img:
-        rgba = img.convert("RGBA")
-    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-    rgb = Image.alpha_composite(white, rgba).convert("RGB")
-    rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    out = io.BytesIO()
-    rgb.save(out, "JPEG", quality=quality)
-    return out.getvalue()
 
 
 def zeroshot_items(holdout: Holdout, n: int) -> list[ClipArt]:
@@ -78,7 +64,7 @@ def _encode(items: list[ClipArt], png_root: Path, max_side: int, skipped: list[d
     kept, images = [], []
     for item in items:
         try:
-            images.append(clipart_jpeg(png_root / item.file, max_side))
+            images.append(to_jpeg(png_root / item.file, max_side))
         except Exception as exc:  # noqa: BLE001 - a bad picture is recorded, the rest goes on
             skipped.append({"file": item.file, "reason": f"{type(exc).__name__}: {exc}"})
             continue

@@ -3,13 +3,13 @@
 Each picture is written in one of :data:`LAYOUTS` (chosen by the planner), the way real
 galleries do it::
 
-    figure   <figure><a><img alt></a><figcaption>TITLE</figcaption></figure> <p>text</p>
+    figure   <figure><img alt><figcaption>TITLE</figcaption></figure> <p>text</p>
     card     <div class="card"><img alt><h3>TITLE</h3> (or <span class="title">) <p>text</p>
     row      <tr><td><img alt></td><td>TITLE</td><td>tags</td></tr>
     srcset   <img src="…?w=120" srcset="…?w=120 120w, … 480w"><p class="name">TITLE</p>
     picture  <picture><source srcset="…"><img src="…?w=160"></picture><span>TITLE</span>
 
-Image URLs are root-relative (``/png/…``) or page-relative (``../../png/…``), as the
+Image URLs are root-relative (``/img/…``) or page-relative (``../../img/…``), as the
 planner chose per picture. Category pages carry ``<link rel="next">``, a numbered pager with
 a "next" anchor, a ``rel="license"`` link, and (opted-out pages) a robots ``noai`` meta.
 """
@@ -173,15 +173,15 @@ def _item(page: str, im: ImageTruth, mark: Markup) -> str:
     licence = _licence_note(im.labels.get("licence", ""))
     if mark.layout == "figure":
         return (
-            f'<figure class="clip">\n<a href="{src}"><img src="{src}" {alt}{title}{size} '
-            f'loading="lazy"></a>\n<figcaption>{beside}</figcaption>\n</figure>{desc}{licence}'
+            f'<figure class="clip">\n<img src="{src}" {alt}{title}{size} loading="lazy">\n'
+            f"<figcaption>{beside}</figcaption>\n</figure>{desc}{licence}"
         )
     if mark.layout == "card":
         label = f"<h3>{beside}</h3>" if mark.heading == "h3" else f'<span class="title">{beside}</span>'
         by = _e(im.labels.get("creator") or "anonymous")
         return (
-            f'<div class="card">\n<a class="thumb" href="{src}"><img src="{src}" {alt}{title}>'
-            f'</a>\n{label}{desc}\n<span class="by">by {by}</span>{licence}\n</div>'
+            f'<div class="card">\n<img class="thumb" src="{src}" {alt}{title}>\n{label}{desc}\n'
+            f'<span class="by">by {by}</span>{licence}\n</div>'
         )
     if mark.layout == "row":
         return (

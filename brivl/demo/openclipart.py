@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 import ftfy
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from brivl.demo.svgmeta import read_svg_metadata
 from brivl.env import project_home
@@ -208,6 +210,20 @@ def png_size(body: bytes) -> tuple[int, int]:
         return 0, 0
     width, height = struct.unpack(">II", body[16:24])
     return int(width), int(height)
+
+
+def to_jpeg(path: str | Path, max_side: int | None = None, quality: int = 90) -> bytes:
+    """A PNG (transparency included) composited on white, as JPEG bytes; downscaled to
+    ``max_side`` when given."""
+    with Image.open(path) as img:
+        rgba = img.convert("RGBA")
+    white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+    rgb = Image.alpha_composite(white, rgba).convert("RGB")
+    if max_side:
+        rgb.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    rgb.save(out, "JPEG", quality=quality)
+    return out.getvalue()
 
 
 def _clean_text(text: str) -> str:

@@ -22,6 +22,7 @@ from brivl.demo.clipart_site import (
     ClipArtConfig,
     build_clipart_site,
     loop_hop,
+    picture_path,
 )
 from brivl.demo.holdout import HoldoutConfig
 from brivl.demo.openclipart import PNG_ROOT, load_catalogue
@@ -65,7 +66,7 @@ def crawl_in_memory(site) -> tuple[dict[str, int], dict[str, str]]:
         for a in tree.css("a[href], link[rel=next]"):
             parts = urlsplit(urljoin(base, a.attributes["href"]))
             if (parts.netloc == "demo" and parts.path not in depth
-                    and robots.can_fetch(parts.path, UA) and not parts.path.startswith("/png/")):
+                    and robots.can_fetch(parts.path, UA)):
                 depth[parts.path] = depth[page] + 1
                 queue.append(parts.path)
         for node in tree.css("img, source"):
@@ -88,7 +89,7 @@ def test_pages_use_every_markup_variant(site) -> None:
     text = public_html(site)
     for needle in ("<figure", "<figcaption>", '<div class="card">', "<h3>",
                    '<span class="title">', '<table class="list">', '<td class="name">',
-                   "srcset=", "<picture>", "<source ", 'src="../', 'src="/png/', 'alt=""',
+                   "srcset=", "<picture>", "<source ", 'src="../', 'src="/img/', 'alt=""',
                    f'rel="license" href="{LICENCE_URL}"', '<p class="desc">'):
         assert needle in text, needle
     assert any(f'alt="{b}"' in text for b in BOILERPLATE_ALTS)
@@ -121,6 +122,7 @@ def test_category_pages_paginate_with_link_rel_next(site) -> None:
 def test_every_public_image_is_reachable_within_depth_two(site) -> None:
     depth, found = crawl_in_memory(site)
     assert max(depth.values()) == 2 and not any(p.startswith("/private/") for p in depth)
+    assert not any(p.endswith((".jpg", ".png")) for p in depth), "no page links a picture"
     public = {im.path: im for im in site.images if im.fault != "robots_page"}
     assert set(found) == set(public)
     assert all(found[p] == im.page_path for p, im in public.items())
@@ -132,8 +134,9 @@ def test_heldout_pictures_are_nowhere_on_the_site(site) -> None:
     text = "\n".join(html_of(site, p) for p in site.page_paths(include_private=True))
     files = {im.labels["file"] for im in site.images}
     for item in heldout:
-        assert item.file not in files and f"/{item.file}" not in text
-        assert site.response(f"/png/{item.file}").status == 404
+        assert item.file not in files and f"/{item.file[:-4]}." not in text
+        for image_format in ("jpeg", "png"):
+            assert site.response(picture_path(item.file, image_format)).status == 404
     assert not {im.labels["category"] for im in site.images} & set(site.holdout.categories)
 
 
@@ -158,12 +161,14 @@ def test_every_fault_kind_is_served_as_it_says(site) -> None:
 
     clean = next(im for im in site.images if im.fault is None)
     ok = site.response(clean.path)
-    assert ok.status == 200 and dict(ok.headers)["Content-Type"] == "image/png"
-    assert Image.open(io.BytesIO(ok.body)).size == (clean.width, clean.height)
+    assert ok.status == 200 and dict(ok.headers)["Content-Type"] == "image/jpeg"
+    with Image.open(io.BytesIO(ok.body)) as img:
+        assert img.size == (clean.width, clean.height) and img.format == "JPEG"
+        assert np.asarray(img.convert("RGB"))[0, 0].min() >= 235  # transparency on white
     assert first("http_404").status == 404 and first("http_500").status == 500
     cut = next(im.path for im in site.images if im.fault == "truncated")
     full = site.image_bytes(cut)
-    assert site.response(cut).body == full[: len(full) // 2] and full.startswith(b"\x89PNG")
+    assert site.response(cut).body == full[: len(full) // 2] and full.startswith(b"\xff\xd8")
     assert first("slow").trickle_seconds == CONFIG.slow_seconds
     assert ("X-Robots-Tag", "noai, noimageai") in first("optout_header").headers
     assert not first("not_image").body.startswith(b"\x89PNG")
@@ -175,6 +180,17 @@ def test_every_fault_kind_is_served_as_it_says(site) -> None:
     optout = next(im for im in site.images if im.fault == "optout_meta")
     assert '<meta name="robots" content="noai, noimageai">' in html_of(site, optout.page_path)
     assert all(im.fault == "optout_meta" for im in site.images if im.page_path == optout.page_path)
+
+
+def test_png_sites_serve_the_package_bytes(tree) -> None:
+    site = build_clipart_site(*tree, ClipArtConfig(image_format="png", holdout=CONFIG.holdout))
+    clean = next(im for im in site.images if im.fault is None)
+    assert clean.path == picture_path(clean.labels["file"], "png")
+    got = site.response(clean.path)
+    assert dict(got.headers)["Content-Type"] == "image/png"
+    assert got.body == (tree[1] / clean.labels["file"]).read_bytes()
+    with pytest.raises(ValueError, match="image_format='gif'; accepted"):
+        build_clipart_site(*tree, ClipArtConfig(image_format="gif"))
 
 
 def test_too_small_a_site_is_refused_with_the_size_that_works(tree) -> None:
