@@ -22,7 +22,7 @@ from brivl.crawl.config import CrawlConfig
 from brivl.crawl.fetch import Fetched, Fetcher, decode_html
 from brivl.crawl.guard import AddressGuard, BlockedURL
 from brivl.crawl.parse import ParsedPage, directives, normalise_url, parse_page
-from brivl.crawl.robots import ALLOWED, DISALLOWED, RobotsCache, RobotsFile
+from brivl.crawl.robots import ALLOWED, DISALLOWED, UNAVAILABLE, RobotsCache, RobotsFile
 
 HTML_TYPES = ("text/html", "application/xhtml+xml", "")
 
@@ -96,21 +96,33 @@ class Crawler:
             self.guard.check(url)
         except BlockedURL as exc:
             return exc.reason, exc.detail
-        if self.robots.decision(url) != ALLOWED:
+        decision = self.robots.decision(url)
+        if decision == UNAVAILABLE:
+            return "robots_unavailable", "robots.txt could not be fetched: nothing is fetched"
+        if decision != ALLOWED:
             return "robots_disallowed", "disallowed by robots.txt"
         return None
 
     # -- one page ---------------------------------------------------------------------
     def fetch_page(self, url: str, depth: int) -> PageResult:
-        """Fetch (robots + SSRF checked), parse, and turn a page into candidates."""
-        host = host_of(url)
-        delay = max(self.config.per_host_delay_s, self.robots.crawl_delay(url))
-        self.gate.acquire(host, delay)
+        """Fetch (robots + SSRF checked), parse, and turn a page into candidates.
+
+        Whatever a page does, it ends as its own record: an unexpected failure becomes the
+        outcome ``page_error`` (with the exception in ``detail``) and the crawl goes on.
+        """
         try:
-            fetched = self.fetcher.fetch(url, robots_allowed=self.robots.allowed)
-        finally:
-            self.gate.release(host)
-        return self.page_from_response(fetched, depth)
+            host = host_of(url)
+            delay = max(self.config.per_host_delay_s, self.robots.crawl_delay(url))
+            self.gate.acquire(host, delay)
+            try:
+                fetched = self.fetcher.fetch(url, robots_allowed=self.robots.allowed)
+            finally:
+                self.gate.release(host)
+            return self.page_from_response(fetched, depth)
+        except Exception as exc:  # noqa: BLE001 - one hostile page must not end the crawl
+            record = page_record(url, depth, datetime.now(timezone.utc), "page_error")
+            record.update(error="page_error", detail=f"{type(exc).__name__}: {exc}"[:300])
+            return PageResult(record)
 
     def page_from_response(self, fetched: Fetched, depth: int) -> PageResult:
         """Records and candidates from a response (live or from a WARC record)."""

@@ -1,12 +1,20 @@
 """SSRF guard: which network addresses a fetch may connect to.
 
-Private, loopback, link-local, multicast, reserved and other non-global addresses are
-refused unless an allow-listed CIDR covers them. Every host is resolved and *every* address
-it resolves to must pass, so a name cannot smuggle in an internal address next to a public
-one. The check runs before any connection and again on every redirect hop.
+Only ``http`` and ``https`` URLs pass. Private, loopback, link-local, multicast, reserved
+and other non-global addresses are refused unless an allow-listed CIDR covers them, and so
+are IPv6 addresses that embed such an IPv4 address (IPv4-mapped ``::ffff:a.b.c.d``, 6to4
+``2002::/16``, NAT64 ``64:ff9b::/96`` and ``64:ff9b:1::/48``, Teredo ``2001::/32``). Every
+host is resolved and *every* address it resolves to must pass, so a name cannot smuggle in an
+internal address next to a public one. The check runs before any request and on every
+redirect hop.
 
-Known gap: the HTTP client resolves the name again when it connects, so a DNS server that
-answers differently the second time (rebinding) is not caught here.
+DNS rebinding: a name checked once and resolved again by the HTTP client at connect time
+could answer with another address the second time. The clients therefore never resolve
+names themselves: their connection classes call :meth:`AddressGuard.open_connection`, which
+resolves the host (from the same cache as the check), checks each address and connects to
+that checked address literally. The address a socket connects to is always one that passed
+the guard, whatever the DNS server answers in between (see ``brivl.crawl.fetch`` for
+requests/urllib3 and ``brivl.download.guarded`` for urllib/http.client).
 """
 
 from __future__ import annotations
@@ -15,12 +23,14 @@ import ipaddress
 import socket
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
+_SIXTOFOUR = ipaddress.ip_network("2002::/16")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))
 
 
 class BlockedURL(Exception):
@@ -47,6 +57,19 @@ def parse_cidrs(cidrs: Iterable[str]) -> tuple[ipaddress.IPv4Network | ipaddress
     return tuple(out)
 
 
+def embedded_ipv4(ip: IPAddress) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries (6to4, NAT64, Teredo), else ``[]``."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return []
+    if ip in _SIXTOFOUR:
+        return [ip.sixtofour]
+    if any(ip in net for net in _NAT64):
+        return [ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)]
+    if ip.teredo:
+        return list(ip.teredo)
+    return []
+
+
 def is_public(ip: IPAddress) -> bool:
     """True for globally routable unicast addresses."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
@@ -70,9 +93,11 @@ class AddressGuard:
         self._networks = parse_cidrs(self.allow_cidrs)
 
     def allowed_address(self, ip: IPAddress) -> bool:
-        """Public, or inside an allow-listed network."""
+        """Public, or inside an allow-listed network; an embedded IPv4 address must pass too."""
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             ip = ip.ipv4_mapped
+        if not all(self.allowed_address(v4) for v4 in embedded_ipv4(ip)):
+            return False
         return is_public(ip) or any(ip in net for net in self._networks)
 
     def resolve(self, host: str, port: int) -> list[IPAddress]:
@@ -104,6 +129,11 @@ class AddressGuard:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:
             raise BlockedURL(url, "bad_url", str(exc)) from exc
+        self.addresses(host, port, url)
+
+    def addresses(self, host: str, port: int, url: str = "") -> list[IPAddress]:
+        """``host``'s addresses, all checked; :class:`BlockedURL` if any is refused."""
+        url = url or f"{host}:{port}"
         try:
             addrs = self.resolve(host, port)
         except (OSError, UnicodeError) as exc:
@@ -116,6 +146,24 @@ class AddressGuard:
                 f"{host} resolves to non-public address(es) {refused or '(none)'} not covered "
                 f"by the allow-list {list(self.allow_cidrs)}",
             )
+        return addrs
+
+    def open_connection(
+        self, host: str, port: int, connect: Callable[[tuple[str, int]], socket.socket]
+    ) -> socket.socket:
+        """A socket to ``host``: ``connect((ip, port))`` on each checked address in turn.
+
+        The HTTP clients' connection classes call this instead of resolving ``host``
+        themselves, so the address connected to is the one that was checked (the pin).
+        """
+        error: OSError | None = None
+        for ip in self.addresses(host, port):
+            try:
+                return connect((str(ip), port))
+            except OSError as exc:
+                error = exc
+        assert error is not None  # addresses() never returns an empty list
+        raise error
 
     def is_allowed(self, url: str) -> bool:
         """:meth:`check` as a boolean."""

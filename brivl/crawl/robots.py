@@ -1,8 +1,11 @@
 """robots.txt: fetched once per host (scheme + authority), consulted before every fetch.
 
-Rules follow RFC 9309: a 2xx robots.txt is parsed (protego); 4xx means no rules (all
-allowed); a 5xx, a network error or a refused address means "unreachable", treated as
-*disallow everything* for that host, because fetching then would be a guess.
+Rules follow RFC 9309 and fail closed: a 2xx robots.txt is parsed (protego), a file over
+500 KiB up to that limit; a 4xx other than 429 means no rules (all allowed); a 5xx, a 429,
+a timeout, a network error, a truncated body or a refused address means "unavailable",
+treated as *disallow everything* for that host, because fetching then would be a guess.
+Callers that keep results across runs record "unavailable" apart from "disallowed": it is
+transient, and a later run asks again.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from protego import Protego
 
 ALLOWED = "allowed"
 DISALLOWED = "disallowed"
+UNAVAILABLE = "unavailable"
+ROBOTS_MAX_BYTES = 500 * 1024  # RFC 9309 2.5: parse at least the first 500 KiB
 
 
 @dataclass(frozen=True)
@@ -25,6 +30,15 @@ class RobotsFile:
     status: int
     text: str
     error: str = ""
+
+    @property
+    def available(self) -> bool:
+        """A usable answer: rules (2xx) or none at all (4xx but 429)."""
+        return not self.error and (200 <= self.status < 300 or _no_rules(self.status))
+
+
+def _no_rules(status: int) -> bool:
+    return 400 <= status < 500 and status != 429
 
 
 def origin(url: str) -> str:
@@ -65,10 +79,13 @@ class RobotsCache:
             return entry
 
     def decision(self, url: str) -> str:
-        """``"allowed"`` or ``"disallowed"`` for fetching ``url`` with our user agent."""
+        """``"allowed"``, ``"disallowed"`` or ``"unavailable"`` (robots.txt could not be
+        had: fetching is not allowed) for ``url`` with our user agent."""
         robots, rules = self._entry(url)
+        if not robots.available:
+            return UNAVAILABLE
         if rules is None:
-            return ALLOWED if 400 <= robots.status < 500 else DISALLOWED
+            return ALLOWED
         return ALLOWED if rules.can_fetch(url, self.user_agent) else DISALLOWED
 
     def allowed(self, url: str) -> bool:
@@ -87,6 +104,6 @@ class RobotsCache:
 
 
 def _parse(robots: RobotsFile) -> Protego | None:
-    if 200 <= robots.status < 300:
+    if robots.available and 200 <= robots.status < 300:
         return Protego.parse(robots.text)
     return None

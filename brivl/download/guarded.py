@@ -3,10 +3,13 @@
 img2dataset fetches with ``urllib`` and decodes with OpenCV. :class:`GuardedDownloader`
 (a subclass of img2dataset's ``Downloader``) adds, in each worker process:
 
-- a urllib opener whose request hook checks *every* request and redirect hop against the
-  SSRF guard and robots.txt before it is sent (refusals become error messages carrying
-  ``brivl-guard:<reason>``), which bounds each body's total transfer time and size, and
-  which ignores environment proxies;
+- a urllib opener (:func:`build_guarded_opener`) that speaks http(s) only: every request
+  and redirect hop, whatever its scheme (a redirect to ``ftp:``, ``file:`` or ``data:`` is
+  refused, not followed), is checked against the SSRF guard and robots.txt before it is
+  sent (refusals become error messages carrying ``brivl-guard:<reason>``); its connections
+  go to the address the guard checked (:class:`PinnedHTTPConnection`: http.client never
+  resolves a name itself, so DNS rebinding cannot switch it); it bounds each body's total
+  transfer time and size, and ignores environment proxies;
 - an image sniffer in front of the resizer that reads only the image header: bodies that
   are no image, images whose header declares more than ``max_image_pixels`` pixels
   (decompression bombs) and images that fail to decode after a good header (truncated)
@@ -19,10 +22,13 @@ duration of one call (img2dataset has no hook for it).
 from __future__ import annotations
 
 import contextlib
+import functools
+import http.client
 import importlib
 import io
 import os
 import signal
+import socket
 import threading
 import time
 import types
@@ -38,7 +44,7 @@ from PIL import Image, UnidentifiedImageError
 
 from brivl.crawl.fetch import Fetcher
 from brivl.crawl.guard import AddressGuard, BlockedURL
-from brivl.crawl.robots import RobotsCache, RobotsFile
+from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache, RobotsFile
 from brivl.download import reasons
 
 
@@ -57,33 +63,102 @@ class GuardSettings:
     max_image_bytes: int = 50_000_000
 
 
+def _refusal(reason: str, detail: str) -> urllib.error.URLError:
+    return urllib.error.URLError(f"{reasons.GUARD_MARKER}{reason}: {detail}")
+
+
 class GuardHandler(urllib.request.BaseHandler):
-    """urllib request hook: SSRF guard and robots.txt before every request and redirect."""
+    """urllib request hook: scheme, SSRF guard and robots.txt before every request and
+    redirect hop. ``default_open`` runs before any protocol handler, for every scheme."""
 
     handler_order = 100  # before everything else
 
-    def __init__(self, settings: GuardSettings) -> None:
-        self.guard = AddressGuard(settings.allow_cidrs)
+    def __init__(self, settings: GuardSettings, guard: AddressGuard | None = None) -> None:
+        self.guard = guard or AddressGuard(settings.allow_cidrs)
         fetcher = Fetcher(self.guard, settings.robots_user_agent, timeout_s=settings.timeout_s)
         self.robots = RobotsCache(fetcher.fetch_robots, settings.robots_token)
         for site, (status, text) in settings.robots.items():
             self.robots.preload(site, RobotsFile(status, text))
 
-    def http_request(self, request: urllib.request.Request) -> urllib.request.Request:
+    def default_open(self, request: urllib.request.Request) -> None:
         url = request.full_url
         try:
             self.guard.check(url)
         except BlockedURL as exc:
-            raise urllib.error.URLError(
-                f"{reasons.GUARD_MARKER}{exc.reason}: {exc.detail}"
-            ) from None
-        if not self.robots.allowed(url):
-            raise urllib.error.URLError(
-                f"{reasons.GUARD_MARKER}{reasons.ROBOTS_DISALLOWED}: {url} disallowed by robots.txt"
-            )
-        return request
+            raise _refusal(exc.reason, exc.detail) from None
+        decision = self.robots.decision(url)
+        if decision == UNAVAILABLE:
+            raise _refusal(reasons.ROBOTS_UNAVAILABLE, f"robots.txt for {url} could not be fetched")
+        if decision != ALLOWED:
+            raise _refusal(reasons.ROBOTS_DISALLOWED, f"{url} disallowed by robots.txt")
+        return None  # allowed: the protocol handler opens it
 
-    https_request = http_request
+
+class PinnedHTTPConnection(http.client.HTTPConnection):
+    """http.client connection to the address the guard checked (never a second lookup)."""
+
+    def __init__(self, *args: Any, guard: AddressGuard, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.guard = guard
+        # http.client's hook, set per instance (socket.create_connection by default)
+        self._create_connection = self._pinned_connection
+
+    def _pinned_connection(
+        self, address: tuple[str, int], timeout: Any, source_address: Any = None
+    ) -> socket.socket:
+        host, port = address
+        try:
+            return self.guard.open_connection(
+                host, port, lambda ip_port: socket.create_connection(ip_port, timeout, source_address)
+            )
+        except BlockedURL as exc:
+            raise _refusal(exc.reason, exc.detail) from None
+
+
+class PinnedHTTPSConnection(PinnedHTTPConnection, http.client.HTTPSConnection):
+    """TLS over :class:`PinnedHTTPConnection` (SNI and the certificate use the host name)."""
+
+
+class PinnedHTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, guard: AddressGuard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def http_open(self, request: urllib.request.Request) -> Any:
+        return self.do_open(functools.partial(PinnedHTTPConnection, guard=self.guard), request)
+
+
+class PinnedHTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, guard: AddressGuard) -> None:
+        super().__init__()
+        self.guard = guard
+
+    def https_open(self, request: urllib.request.Request) -> Any:
+        connection = functools.partial(PinnedHTTPSConnection, guard=self.guard)
+        return self.do_open(connection, request, context=self._context)
+
+
+def build_guarded_opener(settings: GuardSettings) -> urllib.request.OpenerDirector:
+    """An opener for http(s) only (no ftp, file or data handlers at all), guarded and pinned.
+
+    One :class:`AddressGuard` serves the check and the connections, so both use the same
+    DNS answers.
+    """
+    guard = AddressGuard(settings.allow_cidrs)
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler({}),
+        urllib.request.UnknownHandler(),
+        PinnedHTTPHandler(guard),
+        PinnedHTTPSHandler(guard),
+        urllib.request.HTTPDefaultErrorHandler(),
+        urllib.request.HTTPRedirectHandler(),
+        urllib.request.HTTPErrorProcessor(),
+        GuardHandler(settings, guard),
+        BodyLimitHandler(settings),
+    ):
+        opener.add_handler(handler)
+    return opener
 
 
 class BodyLimitHandler(urllib.request.BaseHandler):
@@ -147,10 +222,7 @@ def install_opener(settings: GuardSettings) -> None:
     """Make ``urllib.request.urlopen`` in this process use the guard (once per settings)."""
     if _installed.get(os.getpid()) == settings:
         return
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({}), GuardHandler(settings), BodyLimitHandler(settings)
-    )
-    urllib.request.install_opener(opener)
+    urllib.request.install_opener(build_guarded_opener(settings))
     _installed[os.getpid()] = settings
 
 

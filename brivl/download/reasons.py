@@ -3,6 +3,9 @@
 Pre-download decisions come from the crawl (``robots_disallowed``, ``optout_meta``,
 ``optout_page_header``, ``ssrf_blocked``) or from the download's own re-check. img2dataset
 failures are mapped from its free-text ``error_message`` by :func:`reason_of`.
+
+Reasons in :data:`TRANSIENT` say nothing about the candidate itself (robots.txt could not
+be fetched): a rerun of the same download asks again instead of keeping the rejection.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import re
 
 ROBOTS_DISALLOWED = "robots_disallowed"
+ROBOTS_UNAVAILABLE = "robots_unavailable"
 SSRF_BLOCKED = "ssrf_blocked"
 OPTOUT_HEADER = "optout_header"
 TIMEOUT = "timeout"
@@ -19,6 +23,7 @@ DECOMPRESSION_BOMB = "decompression_bomb"
 REDIRECT_LOOP = "redirect_loop"
 CONNECTION_ERROR = "connection_error"
 MISSING = "missing_from_output"
+TRANSIENT = frozenset({ROBOTS_UNAVAILABLE})
 
 # markers the guarded downloader puts into its error messages
 GUARD_MARKER = "brivl-guard:"
@@ -53,8 +58,9 @@ def reason_of(error_message: str | None) -> str:
     """A short reason code for an img2dataset ``error_message``.
 
     Codes: ``http_<status>``, ``redirect_loop``, ``optout_header``, ``timeout``,
-    ``not_image``, ``truncated``, ``decompression_bomb``, ``robots_disallowed`` and
-    ``ssrf_blocked`` (a redirect hop refused by the guard), ``connection_error``,
+    ``not_image``, ``truncated``, ``decompression_bomb``, ``robots_disallowed``,
+    ``robots_unavailable``, ``bad_scheme`` and ``ssrf_blocked`` (a redirect hop refused by
+    the guard), ``connection_error``,
     ``dns_error``, ``too_large``, ``image_too_small``/``image_too_large``/``aspect_ratio`` (img2dataset's
     own limits), ``undecodable``; anything else is ``other:<first 60 characters>``.
     """

@@ -11,10 +11,17 @@ Layout of the output directory::
 Every candidate is either downloaded or rejected, so ``candidates == downloaded +
 rejected``. The stage resumes: rerun with the same ``out_dir`` after a kill and img2dataset
 (``incremental_mode="incremental"``) skips the shards whose stats file exists.
+
+Transient rejections (``reasons.TRANSIENT``: robots.txt could not be fetched) are counted
+in the manifest's ``extra.transient_rejections``; such an output is complete but not final,
+and a rerun into the same ``out_dir`` asks robots.txt again: shards holding transient rows
+are redone, and when the set of candidates to download changed (a site is back), the
+img2dataset output is redone as a whole (its shards are positions in that set).
 """
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -29,7 +36,7 @@ from brivl import manifest
 from brivl.crawl import candidates as cand
 from brivl.crawl.fetch import Fetcher
 from brivl.crawl.guard import AddressGuard
-from brivl.crawl.robots import ALLOWED, RobotsCache
+from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache
 from brivl.download import reasons
 from brivl.download.config import DownloadConfig
 from brivl.download.guarded import GuardSettings, guarded_img2dataset
@@ -39,6 +46,7 @@ STAGE = "download"
 REJECTED_DIR = "rejected"
 INPUT_FILE = ".img2dataset_input.parquet"  # hidden: scratch, removed when the stage is done
 IDENTITY_FILE = ".download_identity"  # hidden: which candidates + config this directory holds
+PLAN_FILE = ".download_plan"  # hidden: which candidate ids (in order) img2dataset was given
 REJECTED_SCHEMA = pa.schema(
     [
         ("candidate_id", pa.string()),
@@ -69,8 +77,8 @@ def precheck(
         if reason == cand.ALLOWED:
             if not guard.is_allowed(row["image_url"]):
                 reason, detail = reasons.SSRF_BLOCKED, "address refused at download time"
-            elif config.recheck_robots and robots.decision(row["image_url"]) != ALLOWED:
-                reason, detail = reasons.ROBOTS_DISALLOWED, "robots.txt at download time"
+            elif config.recheck_robots:
+                reason, detail = _robots_reason(robots.decision(row["image_url"]))
         if reason == cand.ALLOWED:
             keep.append(row)
         else:
@@ -82,6 +90,14 @@ def precheck(
         schema=pa.schema([(c, pa.string()) for c in columns]),
     )
     return to_download, rejected, seen
+
+
+def _robots_reason(decision: str) -> tuple[str, str]:
+    if decision == ALLOWED:
+        return cand.ALLOWED, ""
+    if decision == UNAVAILABLE:
+        return reasons.ROBOTS_UNAVAILABLE, "robots.txt could not be fetched (a rerun asks again)"
+    return reasons.ROBOTS_DISALLOWED, "robots.txt at download time"
 
 
 def _rejected(row: dict[str, Any], reason: str, detail: str) -> dict[str, Any]:
@@ -240,6 +256,44 @@ def claim_out_dir(out_dir: Path, candidates_dir: str | Path, config: DownloadCon
     (out_dir / manifest.MANIFEST_NAME).unlink(missing_ok=True)
 
 
+def _shard_paths(out_dir: Path, shard: str) -> list[Path]:
+    """img2dataset's files of one shard: ``00000.parquet``, ``00000_stats.json``, ..."""
+    return [
+        p for p in out_dir.iterdir() if p.name == shard or p.name.startswith((shard + ".", shard + "_"))
+    ]
+
+
+def _remove(paths: Sequence[Path]) -> None:
+    for path in paths:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def _has_transient_rows(shard_file: Path) -> bool:
+    try:
+        messages = pq.read_table(shard_file, columns=["error_message"])["error_message"]
+    except Exception:  # noqa: BLE001 - an unreadable shard is redone as well
+        return True
+    return any(reasons.reason_of(m) in reasons.TRANSIENT for m in messages.to_pylist() if m)
+
+
+def prepare_shards(out_dir: Path, plan: pa.Table) -> None:
+    """Keep only the img2dataset shards a resume may skip: all of them go when the plan
+    (candidate ids in order) differs from the one they were made for, and a shard holding
+    a transient failure goes so that it is tried again."""
+    plan_id = stable_hash(plan["candidate_id"].to_pylist())
+    marker = out_dir / PLAN_FILE
+    if marker.is_file() and marker.read_text().strip() != plan_id:
+        shards = {p.name[:5] for p in out_dir.iterdir() if p.name[:5].isdigit()}
+        _remove([p for s in sorted(shards) for p in _shard_paths(out_dir, s)])
+    for shard_file in shard_files(out_dir):
+        if _has_transient_rows(shard_file):
+            _remove(_shard_paths(out_dir, shard_file.stem))
+    marker.write_text(plan_id)
+
+
 def run_download(
     candidates_dir: str | Path,
     config: DownloadConfig,
@@ -259,6 +313,7 @@ def run_download(
     claim_out_dir(out_dir, candidates_dir, config)
     table = cand.read_candidates(candidates_dir)
     to_download, rejected, robots_seen = precheck(table, config)
+    prepare_shards(out_dir, to_download)
     if on_plan:
         on_plan(-(-to_download.num_rows // config.number_sample_per_shard))
     if to_download.num_rows:
@@ -291,6 +346,7 @@ def run_download(
     }
     if counts["candidates"] != downloaded + len(rejected):
         raise RuntimeError(f"{out_dir}: download accounting does not add up: {counts}")
+    transient = {k: v for k, v in sorted(by_reason.items()) if k in reasons.TRANSIENT}
     return manifest.write_manifest(
         out_dir,
         stage=STAGE,
@@ -298,5 +354,9 @@ def run_download(
         inputs=list(inputs if inputs is not None else [str(candidates_dir)]),
         code_version=code_version,
         row_counts=counts,
-        extra={"img2dataset": stats, "rejected_by_reason": dict(by_reason)},
+        extra={
+            "img2dataset": stats,
+            "rejected_by_reason": dict(by_reason),
+            "transient_rejections": transient,
+        },
     )

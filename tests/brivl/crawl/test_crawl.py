@@ -102,8 +102,9 @@ def test_decode_html_order_and_fallback():
     assert decode_html(meta, "text/html")[0].endswith("\u201c")
     # a header charset wins over a contradicting meta
     assert decode_html(meta, "text/html; charset=utf-8")[1] == "utf-8"
+    # an unknown charset counts as undeclared: sniffed, not UTF-8 with replacement characters
     text, encoding = decode_html(b"bad \xff byte", "text/html; charset=bogus-charset")
-    assert (text, encoding) == ("bad \ufffd byte", "utf-8")
+    assert (text, encoding) == ("bad \u00ff byte", "cp1252")
     assert decode_html(b"\xef\xbb\xbfhi", "text/html; charset=latin-1") == ("hi", "utf-8")
 
 
