@@ -11,6 +11,11 @@ POST ``/knn-service`` takes clip_back's JSON: one of ``text``, ``image`` (base64
 ``image_url`` or ``embedding_input`` (a vector), plus ``modality`` (``"image"`` searches
 image embeddings, ``"text"`` searches caption embeddings), ``num_images`` (k) and
 ``indice_name``; it answers ``[{"id", "similarity", "key", "caption", "url", "split"}, ...]``.
+
+The two POST resources are clip_back's with their input checked first
+(:mod:`brivl.retrieval.knn_api`): a bad request is a 400 naming the field, a body over the
+limit a 413, and ``image_url`` is fetched through the SSRF guard, never by clip_back's
+urllib. CORS is off unless origins are allow-listed (``cors_origins``).
 """
 
 from __future__ import annotations
@@ -31,6 +36,14 @@ from brivl.manifest import read_manifest
 from brivl.retrieval.adapter import ClipAdapter, Encoder
 from brivl.retrieval.build import INDICES_PATHS, METADATA_COLUMNS
 from brivl.retrieval.clip_retrieval_compat import all_clip_shim, clip_back
+from brivl.retrieval.knn_api import (
+    ImageFetcher,
+    ServiceLimits,
+    bad,
+    check_origins,
+    parse_knn_request,
+    parse_metadata_request,
+)
 
 DEFAULT_PORT = 1234  # clip_back's default
 
@@ -138,8 +151,50 @@ def _locate(folder: str, base: Path) -> Path:
     return path
 
 
-def create_app(resources: dict[str, Any], front: bool = True) -> Any:
-    """clip_back's Flask app over ``resources`` (the body of ``clip_back.clip_back``)."""
+def _dimension(resource: Any) -> int | None:
+    index = resource.image_index or resource.text_index
+    return None if index is None else int(index.d)
+
+
+def guarded_resources(resources: dict[str, Any], limits: ServiceLimits) -> tuple[type, type]:
+    """clip_back's ``KnnService`` and ``MetadataService`` with their requests checked."""
+    from flask import request
+
+    cb = clip_back()
+    dims = {name: _dimension(resource) for name, resource in resources.items()}
+    fetch_image = ImageFetcher(limits)
+
+    class KnnService(cb.KnnService):
+        def post(self) -> Any:
+            with cb.FULL_KNN_REQUEST_TIME.time():
+                body = request.get_json(force=True)
+                return self.query(**parse_knn_request(body, dims, limits, fetch_image))
+
+    class MetadataService(cb.MetadataService):
+        def post(self) -> Any:
+            ids, name = parse_metadata_request(request.get_json(force=True), dims, limits)
+            if not ids:
+                return []
+            resource = self.clip_resources[name]
+            try:
+                metas = resource.metadata_provider.get(ids, resource.columns_to_return)
+            except IndexError as exc:
+                raise bad("ids", str(exc)) from None
+            for meta in metas:
+                cb.convert_metadata_to_base64(meta)
+            return [{"id": i, "metadata": cb.meta_to_dict(m)} for i, m in zip(ids, metas, strict=True)]
+
+    return KnnService, MetadataService
+
+
+def create_app(
+    resources: dict[str, Any],
+    front: bool = True,
+    cors_origins: tuple[str, ...] = (),
+    limits: ServiceLimits | None = None,
+) -> Any:
+    """clip_back's Flask app over ``resources`` (the body of ``clip_back.clip_back``), with
+    checked requests; cross-origin requests are allowed from ``cors_origins`` only."""
     from flask import Flask
     from flask_cors import CORS
     from flask_restful import Api
@@ -147,7 +202,11 @@ def create_app(resources: dict[str, Any], front: bool = True) -> Any:
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
     cb = clip_back()
+    limits = limits or ServiceLimits()
+    origins = check_origins(cors_origins)
+    knn, metadata = guarded_resources(resources, limits)
     app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = limits.max_body_bytes
     app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {"/metrics": make_wsgi_app()})
     if front:
         _add_front(app)
@@ -157,13 +216,10 @@ def create_app(resources: dict[str, Any], front: bool = True) -> Any:
     api.add_resource(
         cb.IndicesList, "/indices-list", resource_class_kwargs={"indices": list(resources)}
     )
-    api.add_resource(
-        cb.MetadataService, "/metadata", resource_class_kwargs={"clip_resources": resources}
-    )
-    api.add_resource(
-        cb.KnnService, "/knn-service", resource_class_kwargs={"clip_resources": resources}
-    )
-    CORS(app)
+    api.add_resource(metadata, "/metadata", resource_class_kwargs={"clip_resources": resources})
+    api.add_resource(knn, "/knn-service", resource_class_kwargs={"clip_resources": resources})
+    if origins:
+        CORS(app, origins=origins)
     return app
 
 
@@ -317,14 +373,25 @@ class SearchIndex:
             deduplicate=deduplicate,
         )
 
-    def app(self, front: bool = True) -> Any:
-        return create_app(self.resources, front=front)
+    def app(
+        self,
+        front: bool = True,
+        cors_origins: tuple[str, ...] = (),
+        limits: ServiceLimits | None = None,
+    ) -> Any:
+        return create_app(self.resources, front=front, cors_origins=cors_origins, limits=limits)
 
     def server(
-        self, port: int = 0, host: str = "127.0.0.1", log_requests: bool = True
+        self,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        log_requests: bool = True,
+        cors_origins: tuple[str, ...] = (),
+        limits: ServiceLimits | None = None,
     ) -> SearchServer:
         """An HTTP server for this index (not started)."""
-        return SearchServer(self.app(), host=host, port=port, log_requests=log_requests)
+        app = self.app(cors_origins=cors_origins, limits=limits)
+        return SearchServer(app, host=host, port=port, log_requests=log_requests)
 
 
 def index_checkpoint(index_dir: str | Path) -> str:

@@ -31,6 +31,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=1234, help="service port on 127.0.0.1 (0: free)"
     )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="with --serve: allow cross-origin requests from this origin, e.g. "
+        "http://localhost:3000 (repeatable; default: none, CORS off)",
+    )
+    parser.add_argument(
+        "--allow-cidr",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="with --serve: a non-public network image_url queries may reach "
+        "(repeatable; default: public addresses only)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     encoder = load_encoder(args.model) if args.model else None
     index = SearchIndex.open(index_dir, encoder)
     if args.serve:
-        return _serve(index, args.port, service_hint)
+        return _serve(index, args, service_hint)
     results = index.query(
         text=args.text or None, image=args.image, modality=args.modality, k=args.k
     )
@@ -80,8 +96,14 @@ def _newest_index(model: str | None, find_indexes) -> Path | None:
     return found[0]
 
 
-def _serve(index, port: int, service_hint) -> int:
-    server = index.server(port=port)
+def _serve(index, args: argparse.Namespace, service_hint) -> int:
+    from brivl.retrieval.knn_api import ServiceLimits
+
+    server = index.server(
+        port=args.port,
+        cors_origins=tuple(args.cors_origin),
+        limits=ServiceLimits(allow_cidrs=tuple(args.allow_cidr)),
+    )
     print(f"clip_back kNN service for {index.index_dir}", file=sys.stderr)
     print(f"  {server.url}/knn-service  (indices: {', '.join(index.names)})", file=sys.stderr)
     print(
