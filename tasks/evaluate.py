@@ -87,8 +87,11 @@ def evaluate_task(
     eval_sets: str | dict[str, str],
     config: dict | None = None,
     out_dir: str | None = None,
+    label: str = "evaluate",
 ) -> dict[str, float]:
-    """Evaluate a checkpoint on every eval set present; return ``{"<set>/<metric>": value}``."""
+    """Evaluate a checkpoint on every eval set present; return ``{"<set>/<metric>": value}``.
+
+    ``label`` names the MLflow child run (e.g. "evaluate frozen-towers baseline")."""
     config = dict(config or {})
     run = resolve_stage(
         "evaluate", EVAL_CODE, stage_inputs(checkpoint_dir, eval_sets), config, out_dir
@@ -108,15 +111,16 @@ def evaluate_task(
             extra={"checkpoint": str(Path(checkpoint_dir).resolve()), "eval_sets": str(eval_sets)},
         )
     metrics = json.loads((run.out_dir / "metrics.json").read_text())
-    log_evaluation(run.out_dir, checkpoint_dir, eval_sets, config, metrics, cached)
+    log_evaluation(run.out_dir, checkpoint_dir, eval_sets, config, metrics, cached, label)
     return metrics
 
 
 def log_evaluation(
-    out: Path, checkpoint_dir: str, eval_sets: Any, config: dict, metrics: dict, cached: bool
+    out: Path, checkpoint_dir: str, eval_sets: Any, config: dict, metrics: dict, cached: bool,
+    label: str = "evaluate",
 ) -> None:
-    """The ``evaluate`` child run: config params, metrics, tables, grid, manifest."""
-    with tracking.stage_run("evaluate", tags={"brivl.cached": cached}):
+    """The evaluate child run (named ``label``): config params, metrics, tables, grid, manifest."""
+    with tracking.stage_run(label, tags={"brivl.cached": cached}):
         tracking.log_flat_params(
             {"config": config, "checkpoint": str(checkpoint_dir), "eval_sets": eval_sets}
         )

@@ -3,6 +3,7 @@
 Cached by (shard manifest hash, config, code version). The output directory
 (``$BRIVL_HOME/data/pretrain/<key>``) ends up as::
 
+    init_checkpoint/   the model at step 0 (pretrained towers, new layers untrained): a baseline
     checkpoint/        the final training checkpoint (loadable by brivl.model.load_checkpoint;
                        also holds optimizer, step and RNG state to train further)
     metrics.jsonl      every reported step (loss, lr, momentum, queue fill, samples/s, data wait)
@@ -62,9 +63,14 @@ def pretrain_task(shard_dir: str, config: dict, out_dir: str | None = None) -> d
 def pretrain(shard_dir: str, config: dict, out_dir: str | None = None) -> dict[str, Any]:
     """The body of :func:`pretrain_task` (callable without Prefect)."""
     from brivl.train import PretrainConfig
+    from brivl.train.baselines import cap_queue
 
     cfg = PretrainConfig.from_dict(config)
     manifest.read_manifest(shard_dir)  # a clear error when the shards are incomplete
+    capped, note = cap_queue(cfg.to_dict(), _train_rows(shard_dir), max(1, cfg.workers))
+    if note:
+        _say(note)
+        cfg = PretrainConfig.from_dict(capped)
     run = resolve_stage("pretrain", PRETRAIN_CODE, [shard_dir], cfg.to_dict(), out_dir)
     if run.done:
         return _result(run.out_dir)
@@ -116,7 +122,8 @@ def _train_local(cfg: Any, shard_dir: str, checkpoints: Path, init: Path,
 
     image_size = build_config(cfg.model, cfg.model_overrides).image_size
     batches = ShardBatches(shard_dir, "train", batch_size=cfg.batch_size, image_size=image_size,
-                           augment=cfg.augment, seed=cfg.seed, shuffle=cfg.shuffle)
+                           augment=cfg.augment, seed=cfg.seed, shuffle=cfg.shuffle,
+                           raw=cfg.trunk_cache)
     result = train(cfg.train_config(), batches, on_metrics, checkpoints, resume=True,
                    init_checkpoint=init)
     result.pop("model", None)
@@ -304,6 +311,9 @@ def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict
         metrics.update({f"val_{k}": v for k, v in val.items()})
     (run.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     _log_mlflow_final(metrics)
+    init = run.out_dir / "init_checkpoint"  # the step-0 model, the baseline it is compared with
+    shutil.rmtree(init, ignore_errors=True)
+    shutil.move(str(run.out_dir / "run" / "init"), init)
     shutil.rmtree(run.out_dir / "run", ignore_errors=True)
     manifest.write_manifest(
         run.out_dir, stage="pretrain", config=cfg.to_dict(), inputs=run.inputs,
@@ -317,6 +327,7 @@ def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict
 def _result(out_dir: Path) -> dict[str, Any]:
     body = manifest.read_manifest(out_dir)
     return {"checkpoint": str(out_dir / "checkpoint"), "out_dir": str(out_dir),
+            "init_checkpoint": str(out_dir / "init_checkpoint"),
             "manifest": body["hash"], "metrics": body.get("extra", {}).get("metrics", {})}
 
 
@@ -407,3 +418,14 @@ def print_summary(result: dict[str, Any]) -> None:
     rows["checkpoint"] = result["checkpoint"]
     print_table("pretrain", rows)
 
+
+
+def _say(message: str) -> None:
+    """One line to the terminal and, inside a Prefect run, to its log."""
+    print(f"pretrain: {message}", flush=True)
+    try:
+        from prefect import get_run_logger
+
+        get_run_logger().info(message)
+    except Exception:  # not inside a flow or task run: the terminal line is enough
+        pass

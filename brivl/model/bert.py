@@ -139,9 +139,13 @@ class BertEncoder(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.forward_layers(self.embeddings(input_ids), attention_mask, 0, None)
+
+    def forward_layers(self, x: torch.Tensor, attention_mask: torch.Tensor, start: int,
+                       stop: int | None) -> torch.Tensor:
+        """Encoder layers ``start:stop`` on hidden states x (B, L, hidden)."""
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L) True = attend
-        x = self.embeddings(input_ids)  # (B, L, hidden)
-        for layer in self.encoder.layer:
+        for layer in self.encoder.layer[start:stop]:
             x = layer(x, keep)
         return x
 

@@ -38,7 +38,8 @@ class ImageTowerConfig:
     patch_layers: int = 1
     patch_heads: int = 4
     patch_ffn: int = 512  # feed-forward width of the patch Transformer
-    head_hidden: int = 256  # MLP head: patch_dim -> head_hidden -> embed_dim
+    head_hidden: int = 256  # MLP head: patch_dim -> head_hidden -> embed_dim (0: one linear layer)
+    identity_init: bool = False  # patch Transformer starts as the identity (zero residual branches)
     dropout: float = 0.0
 
 
@@ -57,7 +58,8 @@ class TextTowerConfig:
     token_layers: int = 1  # extra Transformer layers over the encoder's tokens
     token_heads: int = 4
     token_ffn: int = 512  # feed-forward width of the token layers
-    head_hidden: int = 256  # MLP head: width -> head_hidden -> embed_dim
+    head_hidden: int = 256  # MLP head: width -> head_hidden -> embed_dim (0: one linear layer)
+    identity_init: bool = False  # token layers start as the identity (zero residual branches)
     dropout: float = 0.0
     hf_config: dict[str, Any] | None = None  # hf: the encoder's config (filled in on creation)
 
@@ -174,7 +176,8 @@ def _validate_image(im: ImageTowerConfig, check_files: bool) -> None:
              "tiny-cnn trains from scratch; accepted: 0")
     _positive_int(im.patch_dim, "image.patch_dim")
     _positive_int(im.patch_heads, "image.patch_heads")
-    _positive_int(im.head_hidden, "image.head_hidden")
+    _require(isinstance(im.head_hidden, int) and im.head_hidden >= 0, "image.head_hidden",
+             f"{im.head_hidden!r}; accepted: an integer >= 0 (0: a linear head)")
     _positive_int(im.patch_ffn, "image.patch_ffn")
     _require(im.patch_dim % im.patch_heads == 0, "image.patch_dim",
              f"{im.patch_dim} is not divisible by image.patch_heads={im.patch_heads}; "
@@ -205,7 +208,8 @@ def _validate_text(tx: TextTowerConfig) -> None:
     _positive_int(tx.max_length, "text.max_length")
     _require(tx.max_length >= 3, "text.max_length", f"{tx.max_length}; accepted: >= 3")
     _positive_int(tx.token_heads, "text.token_heads")
-    _positive_int(tx.head_hidden, "text.head_hidden")
+    _require(isinstance(tx.head_hidden, int) and tx.head_hidden >= 0, "text.head_hidden",
+             f"{tx.head_hidden!r}; accepted: an integer >= 0 (0: a linear head)")
     _positive_int(tx.token_ffn, "text.token_ffn")
     _require(isinstance(tx.token_layers, int) and tx.token_layers >= 0, "text.token_layers",
              f"{tx.token_layers!r}; accepted: an integer >= 0")

@@ -218,9 +218,29 @@ class EfficientNet(nn.Module):
         return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_trainable(self.forward_frozen(x))  # (B, head, H/32, W/32)
+
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen prefix (stem + the first ``frozen_stages`` stages); identity if none."""
+        if self.frozen_stages <= 0:
+            return x
         x = self._act(self._bn0(self._conv_stem(x)))  # (B, stem, H/2, W/2)
         for block in self._blocks:
-            x = block(x)
+            if block.spec.stage < self.frozen_stages:
+                x = block(x)
+        if self.frozen_stages >= self.num_stages:  # the head conv is frozen too
+            x = self._act(self._bn1(self._conv_head(x)))  # (B, head, H/32, W/32)
+        return x
+
+    def forward_trainable(self, x: torch.Tensor) -> torch.Tensor:
+        """The rest of the network, from :meth:`forward_frozen`'s output."""
+        if self.frozen_stages <= 0:
+            x = self._act(self._bn0(self._conv_stem(x)))  # (B, stem, H/2, W/2)
+        if self.frozen_stages >= self.num_stages:
+            return x
+        for block in self._blocks:
+            if block.spec.stage >= self.frozen_stages:
+                x = block(x)
         return self._act(self._bn1(self._conv_head(x)))  # (B, head, H/32, W/32)
 
 

@@ -7,7 +7,17 @@ Per training step (``forward``), on each worker's local batch of B pairs:
 3. momentum keys ``k_img = f_img_m(x)``, ``k_txt = f_txt_m(t)`` (no grad);
 4. InfoNCE image->text: positive ``k_txt`` of the pair, negatives the text queue; and
    text->image symmetric; ``loss = loss_i2t + loss_t2i``, temperature ``T``;
-5. keys all-gathered from every worker (rank order) and enqueued FIFO.
+5. keys all-gathered from every worker (rank order) and enqueued FIFO, each with its sample
+   id and caption hash.
+
+The frozen prefix of a tower (lower EfficientNet stages, lower text layers) is the same
+network in the query and the momentum copy (its parameters are never EMA-updated), so it
+runs once per step and both branches start from its output (or from cached outputs passed
+in as ``image_trunk`` / ``text_trunk``).
+
+False negatives: on a corpus not much larger than the queue, the queue holds older keys of
+the very pair being contrasted, and of pairs with the same caption. Queue entries whose
+sample id or caption hash equals the query's are masked out of the softmax.
 
 The loss is the mean over this worker's samples; averaged over workers (as DDP averages
 gradients) it is the loss of the global batch. Queue slots not yet written are masked out
@@ -29,12 +39,14 @@ from brivl.model.towers import ImageTower, TextTower
 
 
 def info_nce(query: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, temperature: float,
-             queue_valid: int | torch.Tensor, labels: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+             queue_valid: int | torch.Tensor, labels: torch.Tensor | None = None,
+             exclude: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """InfoNCE of each query against [its key(s), queue] -> (mean loss, top-1 accuracy).
 
     query (B, D); keys (B, D) paired row by row, or (N, D) with ``labels`` (B,) giving each
     query's positive row (in-batch negatives); queue (K, D), only the first ``queue_valid``
-    rows are real keys (the rest are masked out).
+    rows are real keys (the rest are masked out); ``exclude`` (B, K) True where a queue
+    entry is a false negative of that query (masked out too).
     """
     if labels is None:
         pos = (query * keys).sum(dim=1, keepdim=True)  # (B, 1)
@@ -44,6 +56,8 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, tempe
     neg = query @ queue.t()  # (B, K)
     empty = torch.arange(queue.shape[0], device=neg.device) >= queue_valid  # (K,) no host sync
     neg = neg.masked_fill(empty, float("-inf"))
+    if exclude is not None:
+        neg = neg.masked_fill(exclude, float("-inf"))
     logits = torch.cat([pos, neg], dim=1) / temperature  # (B, N + K)
     loss = F.cross_entropy(logits, labels)
     acc = (logits.argmax(dim=1) == labels).float().mean()
@@ -67,6 +81,9 @@ class BriVL(nn.Module):
         self.register_buffer("image_queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("text_queue_ptr", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))  # real keys held
+        # (K,) sample id and caption hash of each queued key pair (-1: none)
+        self.register_buffer("queue_sample_ids", torch.full((k,), -1, dtype=torch.long))
+        self.register_buffer("queue_caption_ids", torch.full((k,), -1, dtype=torch.long))
 
     # -- inference --------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -123,54 +140,89 @@ class BriVL(nn.Module):
         return global_batch
 
     @torch.no_grad()
-    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor) -> None:
-        """All-gather the keys of every worker and write them FIFO at the pointers."""
-        self.check_global_batch(image_keys.shape[0])
+    def enqueue(self, image_keys: torch.Tensor, text_keys: torch.Tensor,
+                sample_ids: torch.Tensor | None = None, caption_ids: torch.Tensor | None = None) -> None:
+        """All-gather the keys (and their ids) of every worker and write them FIFO."""
+        local = image_keys.shape[0]
+        self.check_global_batch(local)
         image_keys = all_gather_cat(image_keys)  # (B_global, D)
         text_keys = all_gather_cat(text_keys)  # (B_global, D)
         n, k = image_keys.shape[0], self.config.queue_size
+        start = int(self.image_queue_ptr)
+        for buffer, ids in ((self.queue_sample_ids, sample_ids), (self.queue_caption_ids, caption_ids)):
+            if ids is None:
+                ids = torch.full((local,), -1, dtype=torch.long)
+            buffer[start:start + n] = all_gather_cat(ids.to(buffer.device))  # (B_global,)
         for queue, ptr, keys in ((self.image_queue, self.image_queue_ptr, image_keys),
                                  (self.text_queue, self.text_queue_ptr, text_keys)):
-            start = int(ptr)
             queue[start:start + n] = keys
             ptr.fill_((start + n) % k)
         self.queue_filled.fill_(min(k, int(self.queue_filled) + n))
 
+    def false_negatives(self, sample_ids: torch.Tensor | None,
+                        caption_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """(B, K) True where a queued key is of the same sample or caption as the query."""
+        masks = [buffer.unsqueeze(0) == ids.unsqueeze(1)
+                 for buffer, ids in ((self.queue_sample_ids, sample_ids),
+                                     (self.queue_caption_ids, caption_ids))
+                 if ids is not None]
+        if not masks:
+            return None
+        hit = masks[0] if len(masks) == 1 else masks[0] | masks[1]  # (B, K)
+        return hit & (self.queue_sample_ids >= 0).unsqueeze(0)
+
     # -- training step ------------------------------------------------------------------------
-    def forward(self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                momentum: float | None = 0.99, enqueue: bool = True) -> dict[str, torch.Tensor]:
+    def trunks(self, pixels: torch.Tensor, input_ids: torch.Tensor,
+               attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Outputs of both towers' frozen prefixes (no gradient): (image trunk, text trunk)."""
+        with torch.no_grad():
+            return (self.image_tower.trunk(pixels),
+                    self.text_tower.trunk(input_ids, attention_mask))
+
+    def forward(self, pixels: torch.Tensor | None, input_ids: torch.Tensor,
+                attention_mask: torch.Tensor, momentum: float | None = 0.99, enqueue: bool = True,
+                *, sample_ids: torch.Tensor | None = None, caption_ids: torch.Tensor | None = None,
+                image_trunk: torch.Tensor | None = None,
+                text_trunk: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """One contrastive step on a local batch.
 
         ``momentum=None`` skips the EMA update and ``enqueue=False`` leaves the queues alone
-        (validation loss). Returns ``loss`` (= loss_i2t + loss_t2i), ``loss_i2t``,
-        ``loss_t2i``, ``acc_i2t``, ``acc_t2i``, the query embeddings ``image_embed`` /
-        ``text_embed`` and the momentum keys ``image_key`` / ``text_key``.
+        (validation loss). ``sample_ids`` / ``caption_ids`` (B,) int64 >= 0 mask false
+        negatives in the queue; ``image_trunk`` / ``text_trunk`` are cached outputs of
+        :meth:`trunks` (then ``pixels`` may be None). Returns ``loss`` (= loss_i2t +
+        loss_t2i), ``loss_i2t``, ``loss_t2i``, ``acc_i2t``, ``acc_t2i``, the query
+        embeddings ``image_embed`` / ``text_embed`` and the momentum keys ``image_key`` /
+        ``text_key``.
         """
+        batch = input_ids.shape[0]
         if enqueue:
-            self.check_global_batch(pixels.shape[0])  # fail before any compute
-        q_img = self.image_tower(pixels)  # (B, D)
-        q_txt = self.text_tower(input_ids, attention_mask)  # (B, D)
+            self.check_global_batch(batch)  # fail before any compute
+        if image_trunk is None:
+            image_trunk, text_trunk = self.trunks(pixels, input_ids, attention_mask)
+        q_img = self.image_tower.from_trunk(image_trunk)  # (B, D)
+        q_txt = self.text_tower.from_trunk(text_trunk, input_ids, attention_mask)  # (B, D)
         with torch.no_grad():
             if momentum is not None:
                 self.momentum_update(momentum)
-            k_img = self.image_tower_m(pixels)  # (B, D)
-            k_txt = self.text_tower_m(input_ids, attention_mask)  # (B, D)
+            k_img = self.image_tower_m.from_trunk(image_trunk)  # (B, D)
+            k_txt = self.text_tower_m.from_trunk(text_trunk, input_ids, attention_mask)  # (B, D)
         valid = self.queue_filled  # real keys in the queues (0-d tensor)
+        exclude = self.false_negatives(sample_ids, caption_ids)  # (B, K) or None
         t = self.config.temperature
         image_queue, text_queue = self.image_queue, self.text_queue
         if enqueue and torch.is_grad_enabled():  # backward needs the queues as they are now
             image_queue, text_queue = image_queue.clone(), text_queue.clone()
         if self.config.in_batch_negatives:
             rank, _ = rank_and_world()
-            labels = torch.arange(pixels.shape[0], device=pixels.device) + rank * pixels.shape[0]
+            labels = torch.arange(batch, device=q_img.device) + rank * batch
             all_k_img, all_k_txt = all_gather_cat(k_img), all_gather_cat(k_txt)  # (B_global, D)
-            loss_i2t, acc_i2t = info_nce(q_img, all_k_txt, text_queue, t, valid, labels)
-            loss_t2i, acc_t2i = info_nce(q_txt, all_k_img, image_queue, t, valid, labels)
+            loss_i2t, acc_i2t = info_nce(q_img, all_k_txt, text_queue, t, valid, labels, exclude)
+            loss_t2i, acc_t2i = info_nce(q_txt, all_k_img, image_queue, t, valid, labels, exclude)
         else:
-            loss_i2t, acc_i2t = info_nce(q_img, k_txt, text_queue, t, valid)
-            loss_t2i, acc_t2i = info_nce(q_txt, k_img, image_queue, t, valid)
+            loss_i2t, acc_i2t = info_nce(q_img, k_txt, text_queue, t, valid, exclude=exclude)
+            loss_t2i, acc_t2i = info_nce(q_txt, k_img, image_queue, t, valid, exclude=exclude)
         if enqueue:
-            self.enqueue(k_img, k_txt)
+            self.enqueue(k_img, k_txt, sample_ids, caption_ids)
         return {
             "loss": loss_i2t + loss_t2i,
             "loss_i2t": loss_i2t,

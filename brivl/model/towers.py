@@ -26,17 +26,32 @@ from brivl.model.pooling import grid_patch_pool, num_patches
 from brivl.model.tokenizer import minilm_dir
 
 
-def mlp_head(d_in: int, hidden: int, d_out: int) -> nn.Sequential:
+def mlp_head(d_in: int, hidden: int, d_out: int) -> nn.Module:
+    """Linear -> GELU -> Linear; one linear projection when ``hidden == 0``."""
+    if hidden == 0:
+        return nn.Linear(d_in, d_out)
     return nn.Sequential(nn.Linear(d_in, hidden), nn.GELU(), nn.Linear(hidden, d_out))
 
 
-def transformer(width: int, heads: int, layers: int, ffn: int, dropout: float) -> nn.Module:
-    """Pre-norm Transformer encoder (batch first); identity when ``layers == 0``."""
+def transformer(width: int, heads: int, layers: int, ffn: int, dropout: float,
+                identity_init: bool = False) -> nn.Module:
+    """Pre-norm Transformer encoder (batch first); identity when ``layers == 0``.
+
+    ``identity_init`` zeroes each layer's residual branch outputs (attention out-projection,
+    second feed-forward linear), so the stack starts as the identity up to its final norm:
+    features from a pretrained encoder below pass through unchanged at step 0.
+    """
     if layers == 0:
         return nn.Identity()
     layer = nn.TransformerEncoderLayer(width, heads, ffn, dropout, activation="gelu",
                                        batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+    stack = nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(width), enable_nested_tensor=False)
+    if identity_init:
+        for block in stack.layers:
+            for linear in (block.self_attn.out_proj, block.linear2):
+                nn.init.zeros_(linear.weight)
+                nn.init.zeros_(linear.bias)
+    return stack
 
 
 def run_transformer(module: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -65,6 +80,12 @@ class TinyCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)  # (B, C, H / 2**stages, W / 2**stages)
 
+    def forward_frozen(self, x: torch.Tensor) -> torch.Tensor:
+        return x  # nothing is frozen
+
+    def forward_trainable(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
 
 def build_backbone(cfg: ImageTowerConfig, load_pretrained: bool) -> nn.Module:
     if cfg.backbone == TINY_CNN:
@@ -90,19 +111,30 @@ class ImageTower(nn.Module):
         self.patch_pos = nn.Parameter(torch.zeros(1, n_patches, cfg.patch_dim))
         nn.init.normal_(self.patch_pos, std=0.02)
         self.patch_encoder = transformer(cfg.patch_dim, cfg.patch_heads, cfg.patch_layers,
-                                         cfg.patch_ffn, cfg.dropout)
+                                         cfg.patch_ffn, cfg.dropout, cfg.identity_init)
         self.head = mlp_head(cfg.patch_dim, cfg.head_hidden, embed_dim)
+
+    def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The frozen prefix's output: the same for the query and the momentum tower."""
+        return self.backbone.forward_frozen((pixels - self.mean) / self.std)  # (B, C', h', w')
 
     def patches(self, pixels: torch.Tensor) -> torch.Tensor:
         """Per-patch vectors after the patch Transformer, (B, P, patch_dim)."""
-        fmap = self.backbone((pixels - self.mean) / self.std)  # (B, C, h, w)
+        return self.patches_from_trunk(self.trunk(pixels))
+
+    def patches_from_trunk(self, trunk: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone.forward_trainable(trunk)  # (B, C, h, w)
         x = grid_patch_pool(fmap, self.scales)  # (B, P, C)
         x = self.patch_proj(x) + self.patch_pos  # (B, P, patch_dim)
         return run_transformer(self.patch_encoder, x)  # (B, P, patch_dim)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        x = self.patches(pixels).mean(dim=1)  # (B, patch_dim)
+    def from_trunk(self, trunk: torch.Tensor) -> torch.Tensor:
+        """The embedding from :meth:`trunk`'s output, (B, embed_dim) L2-normalised."""
+        x = self.patches_from_trunk(trunk).mean(dim=1)  # (B, patch_dim)
         return F.normalize(self.head(x), dim=-1)  # (B, embed_dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.from_trunk(self.trunk(pixels))  # (B, embed_dim)
 
 
 class ScratchTextEncoder(nn.Module):
@@ -116,14 +148,34 @@ class ScratchTextEncoder(nn.Module):
         nn.init.normal_(self.positions, std=0.02)
         self.layers = transformer(cfg.width, cfg.heads, cfg.layers, cfg.ffn, cfg.dropout)
 
+    frozen_layers = 0
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        if self.frozen_layers <= 0:
+            return run_transformer(self.layers, self.embed(input_ids), attention_mask == 0)
+        return self.forward_trainable(self.forward_frozen(input_ids, attention_mask), attention_mask)
+
+    def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         length = input_ids.shape[1]
-        x = self.embeddings(input_ids) + self.positions[:, :length]  # (B, L, width)
-        return run_transformer(self.layers, x, attention_mask == 0)  # (B, L, width)
+        return self.embeddings(input_ids) + self.positions[:, :length]  # (B, L, width)
+
+    def forward_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embeddings and the frozen lower layers (call only when ``frozen_layers > 0``)."""
+        x = self.embed(input_ids)  # (B, L, width)
+        for layer in self.layers.layers[: self.frozen_layers]:
+            x = layer(x, src_key_padding_mask=attention_mask == 0)
+        return x  # (B, L, width)
+
+    def forward_trainable(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """The layers above the frozen ones (and the final norm), (B, L, width)."""
+        for layer in self.layers.layers[self.frozen_layers:]:
+            x = layer(x, src_key_padding_mask=attention_mask == 0)
+        return self.layers.norm(x)
 
     def freeze_lower(self, n: int) -> None:
         if n <= 0:
             return
+        self.frozen_layers = n
         for p in [self.embeddings.weight, self.positions]:
             p.requires_grad_(False)
         for layer in self.layers.layers[:n]:
@@ -145,12 +197,23 @@ class HFTextEncoder(nn.Module):
         if load_pretrained and cfg.pretrained is not None:
             load_pretrained_bert(self.model, hf_source_dir(cfg.pretrained))
 
+    frozen_layers = 0
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model(input_ids, attention_mask)  # (B, L, hidden)
+
+    def forward_frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Embeddings and the frozen lower layers (call only when ``frozen_layers > 0``)."""
+        x = self.model.embeddings(input_ids)  # (B, L, hidden)
+        return self.model.forward_layers(x, attention_mask, 0, self.frozen_layers)
+
+    def forward_trainable(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_layers(x, attention_mask, self.frozen_layers, None)
 
     def freeze_lower(self, n: int) -> None:
         if n <= 0:
             return
+        self.frozen_layers = n
         self.model.embeddings.requires_grad_(False)
         for layer in self.model.encoder.layer[:n]:
             layer.requires_grad_(False)
@@ -167,16 +230,34 @@ class TextTower(nn.Module):
             self.encoder = ScratchTextEncoder(cfg)
         self.encoder.freeze_lower(cfg.frozen_layers)
         self.token_encoder = transformer(cfg.width, cfg.token_heads, cfg.token_layers, cfg.token_ffn,
-                                         cfg.dropout)
+                                         cfg.dropout, cfg.identity_init)
         self.head = mlp_head(cfg.width, cfg.head_hidden, embed_dim)
 
     def tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Per-token vectors after the token layers, (B, L, width)."""
-        x = self.encoder(input_ids, attention_mask)  # (B, L, width)
+        return self.tokens_from_trunk(self.trunk(input_ids, attention_mask), input_ids, attention_mask)
+
+    def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
+        """Hidden states after the frozen layers, (B, L, width); None when nothing is frozen."""
+        if self.encoder.frozen_layers <= 0:
+            return None
+        return self.encoder.forward_frozen(input_ids, attention_mask)
+
+    def tokens_from_trunk(self, trunk: torch.Tensor | None, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor) -> torch.Tensor:
+        if trunk is None:
+            x = self.encoder(input_ids, attention_mask)  # (B, L, width)
+        else:
+            x = self.encoder.forward_trainable(trunk, attention_mask)  # (B, L, width)
         return run_transformer(self.token_encoder, x, attention_mask == 0)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        x = self.tokens(input_ids, attention_mask)  # (B, L, width)
+        return self.from_trunk(self.trunk(input_ids, attention_mask), input_ids, attention_mask)
+
+    def from_trunk(self, trunk: torch.Tensor | None, input_ids: torch.Tensor,
+                   attention_mask: torch.Tensor) -> torch.Tensor:
+        """The embedding from :meth:`trunk`'s output, (B, embed_dim) L2-normalised."""
+        x = self.tokens_from_trunk(trunk, input_ids, attention_mask)  # (B, L, width)
         mask = attention_mask.unsqueeze(-1).to(x.dtype)  # (B, L, 1)
         pooled = (x * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)  # (B, width)
         return F.normalize(self.head(pooled), dim=-1)  # (B, embed_dim)

@@ -46,7 +46,12 @@ class TrainConfig:
     keep_checkpoints: int = 2  # how many step checkpoints to keep
     report_every: int = 10  # steps between report() calls (the last step always reports)
     seed: int = 0
-    bf16: bool = True  # bf16 autocast when training on a GPU (ignored on CPU)
+    bf16: bool = True  # bf16 autocast when training on a GPU (on CPU only with cpu_bf16)
+    cpu_bf16: bool = False  # bf16 autocast on CPU too (see bench/train.py for when it pays)
+    trunk_cache: bool = False  # keep the frozen trunks' outputs per sample (needs augment off)
+    mask_false_negatives: bool = True  # mask queued keys of the same sample or caption
+    max_seconds: float | None = None  # stop after this much training wall time (None: no limit)
+    pretrained_lr_scale: float = 1.0  # lr multiplier of the pretrained, unfrozen backbone layers
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     shuffle: bool = True  # reshuffle the sample order every epoch (seeded)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -71,6 +76,14 @@ class TrainConfig:
                 f"momentum {self.momentum_start} -> {self.momentum_end} "
                 "(accepted: 0 <= start <= end <= 1)"
             )
+        if self.trunk_cache and self.augment.enabled:
+            problems.append("trunk_cache=True with augment.enabled=True (augmentation changes "
+                            "the frozen trunk's input every epoch; accepted: augment "
+                            "{'enabled': false} with trunk_cache, or trunk_cache=False)")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            problems.append(f"max_seconds={self.max_seconds} (accepted: > 0, or null)")
+        if not 0.0 < self.pretrained_lr_scale <= 1.0:
+            problems.append(f"pretrained_lr_scale={self.pretrained_lr_scale} (accepted: 0 < x <= 1)")
         if self.checkpoint_every < 1 or self.report_every < 1 or self.keep_checkpoints < 1:
             problems.append("checkpoint_every, report_every and keep_checkpoints must be >= 1")
         if problems:
@@ -132,6 +145,9 @@ class PretrainConfig(TrainConfig):
         if (self.cpus_per_worker is not None and self.cpus_per_worker <= 0) or self.data_cpus <= 0:
             problems.append(f"cpus_per_worker={self.cpus_per_worker}, data_cpus={self.data_cpus} "
                             "(accepted: > 0)")
+        if self.workers > 0 and self.trunk_cache:
+            problems.append("trunk_cache=True with Ray workers (the cache is in-process; "
+                            "accepted: workers=0 with trunk_cache)")
         if problems:
             raise ValueError("bad PretrainConfig: " + "; ".join(problems))
 

@@ -74,7 +74,7 @@ class ShardBatches:
 
     def __init__(self, shard_dir: str | Path, split: str = "train", *, batch_size: int,
                  image_size: int, augment: AugmentConfig | None = None, seed: int = 0,
-                 shuffle: bool = True, rank: int = 0, world_size: int = 1) -> None:
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1, raw: bool = False) -> None:
         data = read_split(shard_dir, split)
         self.images: list[bytes] = data["image"]
         self.captions: list[str] = data["caption"]
@@ -82,6 +82,7 @@ class ShardBatches:
         self.batch_size, self.image_size = batch_size, image_size
         self.augment, self.seed, self.shuffle = augment, seed, shuffle
         self.rank, self.world_size = rank, world_size
+        self.raw = raw  # yield encoded images undecoded (the trainer's trunk cache decodes)
         self.per_epoch = len(self.keys) // (batch_size * world_size)
         self._order: tuple[int, np.ndarray] = (-1, np.arange(0))
         if self.per_epoch == 0:
@@ -114,6 +115,8 @@ class ShardBatches:
             "key": [self.keys[i] for i in rows],
         }
         epoch = batch_number // self.per_epoch
+        if self.raw:
+            return {**raw, "epoch": np.full(len(rows), epoch)}
         out = decode_augment_batch(raw, image_size=self.image_size, augment=self.augment,
                                    seed=self.seed, epoch=epoch)
         out["epoch"] = np.full(len(rows), epoch)

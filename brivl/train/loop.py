@@ -12,6 +12,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import torch.distributed as dist
 
 from brivl.model import BriVL, build_config, create_model, load_checkpoint, save_checkpoint
 from brivl.model.tokenizer import train_tokenizer
+from brivl.train.augment import decode_augment_batch
 from brivl.train.config import TrainConfig
 from brivl.train.data import prefetch
 from brivl.train.schedule import lr_at, momentum_at
@@ -30,6 +32,7 @@ from brivl.train.state import (
     save_training_checkpoint,
     seed_everything,
 )
+from brivl.train.trunk_cache import TrunkCache, batch_ids
 
 METRICS_LOG = "metrics.jsonl"
 Report = Callable[[dict[str, Any]], None]
@@ -61,15 +64,26 @@ def prepare_initial_checkpoint(config: TrainConfig | dict, captions: Iterable[st
     return save_checkpoint(build_model(config, captions), out_dir)
 
 
+BACKBONES = ("image_tower.backbone.", "text_tower.encoder.")  # the pretrained parts
+
+
 def make_optimizer(model: BriVL, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters; no weight decay on biases and norm weights."""
-    decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    """AdamW over the trainable parameters; no weight decay on biases and norm weights.
+
+    The backbones' unfrozen layers learn at ``lr * pretrained_lr_scale`` (group
+    ``lr_scale``), the new layers (patch/token Transformers, heads) at ``lr``.
+    """
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+    for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": config.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas)
+            key = (name.startswith(BACKBONES), p.ndim < 2)
+            groups.setdefault(key, []).append(p)
+    param_groups = [
+        {"params": params, "weight_decay": 0.0 if no_decay else config.weight_decay,
+         "lr_scale": config.pretrained_lr_scale if backbone else 1.0}
+        for (backbone, no_decay), params in sorted(groups.items())
+    ]
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas)
 
 
 def train(
@@ -158,12 +172,13 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
         if prepared is None:  # short, or not one decodable image
             state["skipped_batches"] += 1
             continue
-        pixels, texts, bad = prepared
-        state["bad_samples"] += bad
-        out = runner.step(step, pixels, texts)
+        state["bad_samples"] += prepared.bad
+        out = runner.step(step, prepared)
         step += 1
         state["samples_seen"] += config.batch_size * world
         meter.add(out)
+        if config.max_seconds is not None and meter.elapsed() >= config.max_seconds:
+            total = step  # the time budget is spent: this step is the last
         if step % config.report_every == 0 or step == total:
             last = meter.flush(step, runner, state, model)
             _log_metrics(log, last)
@@ -178,6 +193,19 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
     return step, checkpoint, last
 
 
+@dataclass
+class _Prepared:
+    """One batch ready for a step: pixels or cached trunks, captions, tokens, ids."""
+
+    pixels: torch.Tensor | None
+    captions: list[str]
+    keys: list[str]
+    tokens: dict[str, torch.Tensor]
+    bad: int = 0
+    image_trunk: torch.Tensor | None = None
+    text_trunk: torch.Tensor | None = None
+
+
 class _Runner:
     """One optimisation step: schedules, autocast, backward, gradient averaging, clipping."""
 
@@ -186,44 +214,77 @@ class _Runner:
         self.config, self.model, self.optimizer = config, model, optimizer
         self.device, self.world, self.total = device, world, total
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.autocast = config.bf16 and device.type == "cuda"
+        self.autocast = config.bf16 and (device.type == "cuda" or config.cpu_bf16)
         self.lr = self.momentum = 0.0
         self.grad_norm = torch.zeros((), device=device)
+        self.trunk_cache = TrunkCache() if config.trunk_cache else None
 
-    def prepare(self, batch: dict[str, Any]) -> tuple[torch.Tensor, list[str], int] | None:
-        """Pixels on the device as float [0, 1], captions; bad rows replaced by good ones."""
+    def prepare(self, batch: dict[str, Any]) -> _Prepared | None:
+        """Pixels on the device as float [0, 1] (or cached trunks), captions, tokens; bad
+        rows replaced by good ones."""
         captions = [str(c) for c in batch["caption"]]
+        n = len(captions)
+        keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(n)]
+        if n != self.config.batch_size:
+            return None  # a short batch (last of an iterable) would desynchronise the queues
+        if self.trunk_cache is not None:
+            return self._prepare_cached(batch, captions, keys)
         pixels = torch.as_tensor(np.asarray(batch["pixels"])) if not torch.is_tensor(
             batch["pixels"]) else batch["pixels"]
-        if len(captions) != self.config.batch_size or pixels.shape[0] != len(captions):
-            return None  # a short batch (last of an iterable) would desynchronise the queues
-        bad = 0
-        if "valid" in batch:
-            valid = np.asarray(batch["valid"], dtype=bool)
-            if not valid.all():
-                good = np.flatnonzero(valid)
-                if len(good) == 0:
-                    return None
-                bad = int((~valid).sum())
-                fill = good[np.arange(len(valid)) % len(good)]
-                rows = np.where(valid, np.arange(len(valid)), fill)
-                pixels = pixels[torch.as_tensor(rows)]
-                captions = [captions[i] for i in rows]
+        if pixels.shape[0] != n:
+            return None
+        valid = np.asarray(batch["valid"], dtype=bool) if "valid" in batch else np.ones(n, dtype=bool)
+        rows = _fill_rows(valid)
+        if rows is None:
+            return None
+        if not valid.all():
+            pixels = pixels[torch.as_tensor(rows)]
+            captions, keys = [captions[i] for i in rows], [keys[i] for i in rows]
         pixels = pixels.to(self.device, non_blocking=True)
         if pixels.dtype == torch.uint8:
             pixels = pixels.float().div_(255.0)
-        return pixels, captions, bad
+        return _Prepared(pixels, captions, keys, self._tokens(captions), bad=int((~valid).sum()))
 
-    def step(self, step: int, pixels: torch.Tensor, captions: list[str]) -> dict[str, torch.Tensor]:
+    def _prepare_cached(self, batch: dict[str, Any], captions: list[str], keys: list[str]) -> _Prepared | None:
+        """Trunk outputs from the cache; raw batches (``image`` bytes) are decoded on a miss."""
+        tokens = self._tokens(captions)
+        image, text, valid = self.trunk_cache.lookup(
+            self.model, keys, captions, list(batch["image"]), tokens, self._decode, self.device)
+        rows = _fill_rows(valid)
+        if rows is None:
+            return None
+        if not valid.all():  # a bad image's row is replaced by a good row (trunks already are)
+            captions, keys = [captions[i] for i in rows], [keys[i] for i in rows]
+            tokens = self._tokens(captions)
+            image, text, _ = self.trunk_cache.lookup(
+                self.model, keys, captions, [batch["image"][i] for i in rows], tokens,
+                self._decode, self.device)
+        return _Prepared(None, captions, keys, tokens, bad=int((~valid).sum()),
+                         image_trunk=image, text_trunk=text)
+
+    def _decode(self, images: list[bytes], keys: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        out = decode_augment_batch({"image": images, "caption": [""] * len(images), "key": keys},
+                                   image_size=self.model.config.image_size, augment=None)
+        return out["pixels"], out["valid"]
+
+    def _tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in self.model.tokenize(captions).items()}
+
+    def step(self, step: int, batch: _Prepared) -> dict[str, torch.Tensor]:
         cfg = self.config
         self.lr = lr_at(step, self.total, cfg.lr, cfg.warmup_steps, cfg.min_lr)
         self.momentum = momentum_at(step, self.total, cfg.momentum_start, cfg.momentum_end)
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        tokens = {k: v.to(self.device) for k, v in self.model.tokenize(captions).items()}
+            group["lr"] = self.lr * group.get("lr_scale", 1.0)
+        ids = {}
+        if cfg.mask_false_negatives:
+            sample_ids, caption_ids = batch_ids(batch.keys, batch.captions)
+            ids = {"sample_ids": sample_ids.to(self.device), "caption_ids": caption_ids.to(self.device)}
+        tokens = batch.tokens
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(pixels, tokens["input_ids"], tokens["attention_mask"],
-                             momentum=self.momentum, enqueue=cfg.use_queue)
+            out = self.model(batch.pixels, tokens["input_ids"], tokens["attention_mask"],
+                             momentum=self.momentum, enqueue=cfg.use_queue, **ids,
+                             image_trunk=batch.image_trunk, text_trunk=batch.text_trunk)
         out["loss"].backward()
         if self.world > 1:
             _average_gradients(self.params, self.world)
@@ -244,6 +305,9 @@ class _Meter:
         self.wait = 0.0
         self.sums: torch.Tensor | None = None
         self.steps = 0
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
 
     def waiting(self) -> _Timer:
         return _Timer(self)
@@ -315,6 +379,15 @@ def _average_gradients(params: list[torch.nn.Parameter], world: int) -> None:
     flat.div_(world)
     for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads), strict=True):
         g.copy_(synced)
+
+
+def _fill_rows(valid: np.ndarray) -> np.ndarray | None:
+    """Row indices with each invalid row replaced by a valid one (None: no valid row)."""
+    good = np.flatnonzero(valid)
+    if len(good) == 0:
+        return None
+    fill = good[np.arange(len(valid)) % len(good)]
+    return np.where(valid, np.arange(len(valid)), fill)
 
 
 def _start(batches: Any, skip: int, depth: int) -> Generator[dict, None, None]:
