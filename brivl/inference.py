@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 import numpy as np
 import torch
 
+from brivl.model.precision import autocast
+
 RESOLVER_GROUP = "brivl.uri_resolvers"
 
 
@@ -96,7 +98,8 @@ class Encoder:
                     pixels = load_images(batch, self.image_size)  # [B, 3, S, S] in [0, 1]
                 except ValueError as exc:
                     raise ValueError(f"encode_images: batch from {start}: {exc}") from exc
-                chunks.append(self.model.encode_image(pixels.to(self.device)))  # [B, D]
+                with autocast(self.device):
+                    chunks.append(self.model.encode_image(pixels.to(self.device)))  # [B, D]
         return self._finish(chunks, self.dim)
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -110,7 +113,8 @@ class Encoder:
             for start in range(0, len(texts), batch_size):
                 tokens = self.model.tokenize(list(texts[start : start + batch_size]))
                 tokens = {k: v.to(self.device) for k, v in tokens.items()}  # [B, L] each
-                chunks.append(self.model.encode_text(**tokens))  # [B, D]
+                with autocast(self.device):
+                    chunks.append(self.model.encode_text(**tokens))  # [B, D]
         return self._finish(chunks, self.dim)
 
 

@@ -22,26 +22,49 @@ from flows.runs import log_stage, pipeline_run  # noqa: E402
 from tasks.index import index_task  # noqa: E402
 from tasks.interpret import prompt_grid_task, train_generator_task  # noqa: E402
 
-DEFAULT_PROMPTS = [
-    "a red circle",
-    "two blue squares on a striped background",
-    "a green star on the left",
-    "a yellow heart",
+DEFAULT_PROMPTS = [  # things the demo web's clip art shows, in plain words
+    "a red apple",
+    "a yellow sun",
+    "a black cat",
+    "a blue car",
+    "a green tree",
+    "a red heart",
 ]
+
+# brivl-lite (pretrained EfficientNet-Lite0 + MiniLM) sized for a few CPU minutes: 128 px; the
+# pretrained towers frozen and their outputs cached (no pixel augmentation), so the steps train
+# BriVL's own layers (patch pooling + patch Transformer, token layer, MLP heads), identity-
+# initialised, with in-batch negatives and the queue. On 2 cores, unfreezing backbone stages
+# cost more steps than it gained at equal time (bench/RESULTS.md, "Real-corpus training").
+CPU_TRAIN: dict[str, Any] = {
+    "model": "brivl-lite",
+    "model_overrides": {
+        "image_size": 128,
+        "in_batch_negatives": True,
+        "image": {"frozen_stages": 7, "identity_init": True, "patch_layers": 1, "patch_ffn": 512},
+        "text": {"frozen_layers": 6, "identity_init": True, "token_layers": 1, "token_ffn": 768},
+    },
+    "steps": 500,
+    "batch_size": 32,
+    "lr": 1e-3,
+    "min_lr": 1e-5,
+    "trunk_cache": True,
+    "augment": {"enabled": False},
+    "cpu_bf16": True,
+}
 
 DEFAULT_CONFIG: dict[str, Any] = {
     "crawl": {},
     "download": {},
     "filter": {},
     "shard": {},
-    # brivl-tiny learns little in fewer steps (demo web, 200 steps: validation R@1 at chance;
-    # 600 steps: ~3x chance, R@10 ~2x) and 600 take ~100 s on 2 cores
-    "train": {"model": "brivl-tiny", "steps": 600},
-    "eval_sets": "",  # a directory of eval Parquet sets, or {name: path}
+    "train": dict(CPU_TRAIN),
+    "eval_sets": "",  # a directory of eval sets (Parquet, CSV, ImageFolder, webdataset), or {name: path}
     "eval": {},
+    "baselines": {"step0": True, "frozen_towers": True},  # evaluated beside the trained model
     "index": {},
-    "generator": {"steps": 200},  # CPU-sized; raise on a GPU
-    "grid": {"visualize": {"steps": 128}, "generate": {"steps": 128}},
+    "generator": {"steps": 120},  # CPU-sized; raise on a GPU
+    "grid": {"visualize": {"steps": 96}, "generate": {"steps": 96}},
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",
     "primary_metric": DEFAULT_PRIMARY_METRIC,
@@ -77,7 +100,7 @@ def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dic
             return out
         model = retrain_flow(
             data["shard_dir"], cfg["train"], cfg["eval_sets"], cfg["eval"],
-            cfg["model_name"], cfg["primary_metric"],
+            cfg["model_name"], cfg["primary_metric"], cfg["baselines"],
         )
         out["model"] = model
         if "index" in cfg["stages"]:

@@ -43,3 +43,24 @@ def hostile_site(hostile):
     """A running hostile site on 127.0.0.1 (see tests/hostile_site.py)."""
     with hostile.serve_hostile() as site:
         yield site
+
+
+def shared_cache():
+    """``$BRIVL_TEST_CACHE``, else ``<tmp>/brivl-test-cache`` (kept between sessions)."""
+    from pathlib import Path
+
+    default = Path(tempfile.gettempdir()) / "brivl-test-cache"
+    return Path(os.environ.get("BRIVL_TEST_CACHE", default))
+
+
+@pytest.fixture(scope="session")
+def openclipart_catalogue():
+    """(catalogue, PNG root) of the real corpus, fetched once per machine into the shared
+    test cache; skips where apt cannot fetch it."""
+    from brivl.demo.openclipart import PNG_ROOT, CorpusUnavailable, load_catalogue
+
+    cache = shared_cache() / "openclipart"
+    try:
+        return load_catalogue(cache), cache / PNG_ROOT
+    except CorpusUnavailable as exc:
+        pytest.skip(f"OpenClipArt cannot be fetched here: {exc}")

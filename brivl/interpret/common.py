@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from brivl.model.precision import autocast
+
 
 @runtime_checkable
 class EmbeddingModel(Protocol):
@@ -218,7 +220,8 @@ def optimise_input(
             image = render()  # [1,3,h,w]
             resized = to_model_input(image, size)
             views = random_views(resized, augment, generator)  # [n,3,S,S]
-            emb = model.encode_image(torch.cat([resized, views]))  # [1+n,D]
+            with autocast(resized.device):
+                emb = model.encode_image(torch.cat([resized, views])).float()  # [1+n,D]
             sims = emb @ target  # [1+n]
             loss = -sims[1:].mean()
             if tv_weight:

@@ -217,7 +217,7 @@ class _Runner:
         self.autocast = config.bf16 and (device.type == "cuda" or config.cpu_bf16)
         self.lr = self.momentum = 0.0
         self.grad_norm = torch.zeros((), device=device)
-        self.trunk_cache = TrunkCache() if config.trunk_cache else None
+        self.trunk_cache = TrunkCache(bf16=self.autocast) if config.trunk_cache else None
 
     def prepare(self, batch: dict[str, Any]) -> _Prepared | None:
         """Pixels on the device as float [0, 1] (or cached trunks), captions, tokens; bad

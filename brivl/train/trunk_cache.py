@@ -38,8 +38,8 @@ def batch_ids(keys: Sequence[str], captions: Sequence[str]) -> tuple[torch.Tenso
 class TrunkCache:
     """Frozen-trunk outputs by sample key; ``lookup`` fills what is missing."""
 
-    def __init__(self, dtype: torch.dtype = torch.float32) -> None:
-        self.dtype = dtype
+    def __init__(self, dtype: torch.dtype = torch.float32, bf16: bool = False) -> None:
+        self.dtype, self.bf16 = dtype, bf16  # bf16: compute the trunks under bf16 autocast
         self.image: dict[str, torch.Tensor] = {}  # key -> (C', h', w')
         self.text: dict[str, torch.Tensor | None] = {}  # key -> (L_i, width), unpadded
         self.bad: set[str] = set()  # keys whose image did not decode
@@ -80,7 +80,8 @@ class TrunkCache:
         pixels, valid = decode(images, keys)
         pixels = torch.as_tensor(pixels).to(device).float().div_(255.0)
         mask = tokens["attention_mask"].to(device)
-        image_trunk, text_trunk = model.trunks(pixels, tokens["input_ids"].to(device), mask)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            image_trunk, text_trunk = model.trunks(pixels, tokens["input_ids"].to(device), mask)
         lengths = mask.sum(dim=1).tolist()
         for i, key in enumerate(keys):
             if not valid[i]:

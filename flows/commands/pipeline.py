@@ -30,8 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-cidr", action="append", default=[], metavar="CIDR",
                         help="private/loopback network the crawler may reach on purpose, e.g. 10.0.0.0/8")
     parser.add_argument("--max-pages", type=int, default=None, help="crawl page limit")
-    parser.add_argument("--model-config", default="brivl-tiny",
-                        help="model config name (brivl-tiny, brivl-lite, ...)")
+    parser.add_argument("--model", "--model-config", dest="model", default=None,
+                        help="model config name (default: brivl-lite sized for a CPU, see "
+                        "flows/pipeline.py CPU_TRAIN; also brivl-tiny, brivl-paper)")
     parser.add_argument("--steps", type=int, default=None, help="training steps")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size")
     parser.add_argument("--workers", type=int, default=None,
@@ -55,7 +56,12 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         cfg["crawl"]["allow_cidrs"] = args.allow_cidr
     if args.max_pages is not None:
         cfg["crawl"]["max_pages"] = args.max_pages
-    cfg["train"]["model"] = args.model_config
+    if args.model:
+        from flows.pipeline import CPU_TRAIN
+
+        cfg["train"]["model"] = args.model
+        if args.model != CPU_TRAIN["model"]:  # CPU_TRAIN's overrides are brivl-lite's
+            cfg["train"].setdefault("model_overrides", {})
     for key in ("steps", "batch_size", "workers"):
         if getattr(args, key) is not None:
             cfg["train"][key] = getattr(args, key)
@@ -114,7 +120,8 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
     print_table("Rejected by reason", rejection_rows(result["data"]))
     model = result.get("model")
     if model:
-        print_table("Evaluation", headline_metrics(model["metrics"]))
+        print_table("Evaluation on the held-out sets (trained model vs baselines)",
+                    comparison_rows(model["metrics"], model.get("baselines", {})))
         reg = model["registered"]
         print_table(
             "Model",
@@ -182,6 +189,27 @@ def rejection_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     for rule, count in report.get("by_rule", {}).items():
         if count:
             rows.append({"stage": "filter", "reason": rule, "rows": count})
+    return rows
+
+
+BASELINE_COLUMNS = {"step0": "step 0", "frozen_towers": "frozen towers (LiT)"}
+
+
+def comparison_rows(metrics: dict[str, Any], baselines: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per headline metric: the trained model, then each baseline beside it."""
+    held_out = {k: v for k, v in headline_metrics(metrics).items()
+                if not k.startswith(("train/", "baseline/"))}
+    rows = []
+    for name, value in held_out.items():
+        row: dict[str, Any] = {"metric": name, "trained": round(value, 4)}
+        for key, column in BASELINE_COLUMNS.items():
+            if key in baselines:
+                other = baselines[key].get(name)
+                row[column] = round(other, 4) if isinstance(other, float) else "-"
+        rows.append(row)
+    for name, value in headline_metrics(metrics).items():
+        if name.startswith("train/"):
+            rows.append({"metric": name, "trained": round(value, 4)})
     return rows
 
 

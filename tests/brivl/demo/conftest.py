@@ -3,8 +3,6 @@ and the real corpus, fetched once per machine into a shared test cache."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from xml.sax.saxutils import escape
@@ -13,25 +11,6 @@ import pytest
 from PIL import Image
 
 from brivl.demo.openclipart import PNG_ROOT, SVG_ROOT
-
-
-def shared_cache() -> Path:
-    """``$BRIVL_TEST_CACHE``, else ``<tmp>/brivl-test-cache`` (kept between sessions)."""
-    default = Path(tempfile.gettempdir()) / "brivl-test-cache"
-    return Path(os.environ.get("BRIVL_TEST_CACHE", default))
-
-
-@pytest.fixture(scope="session")
-def openclipart_catalogue():
-    """(catalogue, PNG root) of the real corpus; skips where apt cannot fetch it."""
-    from brivl.demo.openclipart import PNG_ROOT, CorpusUnavailable, load_catalogue
-
-    cache = shared_cache() / "openclipart"
-    try:
-        return load_catalogue(cache), cache / PNG_ROOT
-    except CorpusUnavailable as exc:
-        pytest.skip(f"OpenClipArt cannot be fetched here: {exc}")
-
 
 SVG = """<?xml version="1.0" encoding="UTF-8"?>
 <svg xmlns="http://www.w3.org/2000/svg" xmlns:dc="http://purl.org/dc/elements/1.1/"
