@@ -4,8 +4,9 @@ Baselines, evaluated on the same held-out sets: the same towers at step 0, and t
 frozen-towers (LiT-style) model: only two linear projections trained, on the same shards,
 for the trained model's training wall time (``brivl.train.baselines``).
 
-This is what ML ops trigger (``prefect deployment run brivl-retrain/retrain`` or
-``brivl retrain``); the full pipeline calls it after the data flow.
+ML ops trigger it through its deployment (``prefect deployment run brivl-retrain/retrain``,
+registered by ``flows/deployments.py``); the full pipeline (``brivl pipeline``) calls it
+after the data flow.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The layout rule from DESIGN.md: imports go flows -> tasks -> brivl, never back."""
+"""The layout rule (README, "Layout"): imports go flows -> tasks -> brivl, never back."""
 
 from __future__ import annotations
 
