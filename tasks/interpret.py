@@ -28,7 +28,6 @@ GENERATOR_STAGE = "generator"
 GENERATOR_CODE = ["brivl.interpret.vqgan", "brivl.interpret.data", "brivl.interpret.common"]
 GRID_ARTIFACT_DIR = "interpretation"
 GRID_ARTIFACT = f"{GRID_ARTIFACT_DIR}/prompt_grid.png"
-DEMO_PROMPTS = ["a red circle", "a blue square", "a green triangle", "a yellow star"]
 
 
 @task(

@@ -36,7 +36,6 @@ PNG_ROOT = "tree/usr/share/openclipart/png"
 SVG_ROOT = "tree/usr/share/openclipart/svg"
 STAMP = "_fetched.json"
 CATALOGUE = "catalogue-v1.parquet"
-PUBLIC_DOMAIN = "http://web.resource.org/cc/PublicDomain"  # what the package's SVGs declare
 COLLECTION_TITLE_MIN = 10  # a title shared by this many files names a collection, not a picture
 PLACEHOLDER_KEYWORDS = frozenset({"unsorted", "clip art", "clipart", "image"})
 FLAG_WORDS = frozenset({"flags", "cards", "icons", "stock"})  # a leaf under these qualifies them
@@ -292,11 +291,3 @@ def read_catalogue(file: str | Path) -> list[ClipArt]:
     """The catalogue written by :func:`write_catalogue`."""
     rows = pq.read_table(file).to_pylist()
     return [ClipArt(**{**row, "keywords": tuple(row["keywords"] or ())}) for row in rows]
-
-
-def catalogue_hash(items: list[ClipArt]) -> str:
-    """A short identity of a catalogue's contents (files, texts, bytes)."""
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(json.dumps(asdict(item), sort_keys=True).encode())
-    return digest.hexdigest()[:16]

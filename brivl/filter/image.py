@@ -1,4 +1,4 @@
-"""Image checks and features: decode (bombs and truncation caught), sha256, perceptual hashes.
+"""Image checks and features: decode (bombs and truncation caught), perceptual hashes.
 
 The perceptual hash is imagehash's pHash algorithm (DCT of a 32x32 picture, its 8x8 lowest
 frequencies against their median; :func:`phash_bits` gives the same bits as ``imagehash.phash``
@@ -12,7 +12,6 @@ different flat pictures, or the same layout in other colours, does not drop eith
 
 from __future__ import annotations
 
-import hashlib
 import io
 import struct
 import warnings
@@ -54,10 +53,6 @@ class ImageFeatures:
     height: int
     phash: tuple[int, int, int]  # one 64-bit pHash per channel (R, G, B)
     thumb: bytes  # THUMB_SIDE x THUMB_SIDE x 3 uint8, row-major
-
-
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def phash_bits(channel: np.ndarray) -> int:
