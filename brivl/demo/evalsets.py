@@ -19,18 +19,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from brivl.demo import render, vocab
+from brivl.demo.site_config import DemoConfig
 from brivl.fingerprint import code_version
 from brivl.manifest import write_manifest
-
-if TYPE_CHECKING:
-    from brivl.demo.site import DemoSite
 
 PROMPT_TEMPLATES = ("a picture of a {}", "a {} shape", "one or more {} shapes", "a drawing of a {}")
 QUESTIONS = {
@@ -57,7 +55,8 @@ ATTRIBUTE_FIELDS = [
 
 
 def write_eval_sets(
-    site: DemoSite,
+    config: DemoConfig,
+    heldout_pairs: Iterable[tuple[str, str]],
     out_dir: str | Path,
     *,
     n_zeroshot: int = 200,
@@ -65,10 +64,14 @@ def write_eval_sets(
     n_text: int = 200,
     n_vqa: int = 200,
 ) -> dict[str, Path]:
-    """Write the four eval sets and ``classes.json`` into ``out_dir``; return name → path."""
+    """Write the four eval sets and ``classes.json`` into ``out_dir``; return name → path.
+
+    ``config`` is the site's, ``heldout_pairs`` the (object, colour) pairs kept off it.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    gen = _Generator(site)
+    heldout = sorted(heldout_pairs)
+    gen = _Generator(config, heldout)
     tables = {
         "zeroshot_images": gen.zeroshot_images(n_zeroshot),
         "retrieval": gen.retrieval(n_retrieval),
@@ -96,20 +99,20 @@ def write_eval_sets(
     write_manifest(
         out,
         stage="demo_eval_sets",
-        config={"site": dataclasses.asdict(site.config), **sizes},
+        config={"site": dataclasses.asdict(config), **sizes},
         inputs=[],
         code_version=code_version("brivl.demo"),
         row_counts={name: table.num_rows for name, table in tables.items()},
-        extra={"heldout_pairs": sorted(map(list, site.heldout_pairs))},
+        extra={"heldout_pairs": [list(pair) for pair in heldout]},
     )
     return paths
 
 
 class _Generator:
-    def __init__(self, site: DemoSite) -> None:
-        self.config = site.config
-        self.rng = random.Random(f"brivl-demo-eval:{site.config.seed}")
-        self.heldout = sorted(site.heldout_pairs)
+    def __init__(self, config: DemoConfig, heldout: list[tuple[str, str]]) -> None:
+        self.config = config
+        self.rng = random.Random(f"brivl-demo-eval:{config.seed}")
+        self.heldout = heldout
         self.by_object: dict[str, list[str]] = {}
         for obj, colour in self.heldout:
             self.by_object.setdefault(obj, []).append(colour)

@@ -50,6 +50,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from brivl.demo import render, vocab
+from brivl.demo.evalsets import write_eval_sets
+from brivl.demo.site_config import DemoConfig
 
 DOWNLOAD_FAULTS = (
     "robots",
@@ -87,20 +89,6 @@ NOT_IMAGE_BODY = (
     b"<!DOCTYPE html><html><head><title>Image unavailable</title></head>"
     b"<body><h1>Image unavailable</h1><p>This is an HTML page, not a picture.</p></body></html>"
 )
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """What demo web to build; everything about it follows from these fields."""
-
-    n_images: int = 3000  # <img> tags in total, faults included (robots section included)
-    seed: int = 0
-    slow_seconds: float = 3.0  # a "slow" image body stalls this long half-way
-    fault_fraction: float = 0.2  # share of images with a fault, spread over FAULT_KINDS
-    crawl_delay: float | None = None  # a robots.txt Crawl-delay line when set
-    min_side: int = 96  # clean pictures are min_side..max_side pixels per side
-    max_side: int = 256
-    heldout_colours_per_object: int = 2  # (object, colour) pairs kept off the site for evals
 
 
 @dataclass(frozen=True)
@@ -208,9 +196,7 @@ class DemoSite:
 
     def eval_sets(self, out_dir: str | Path, **sizes: int) -> dict[str, Path]:
         """Write the held-out eval sets (see :mod:`brivl.demo.evalsets`); name → path."""
-        from brivl.demo.evalsets import write_eval_sets
-
-        return write_eval_sets(self, out_dir, **sizes)
+        return write_eval_sets(self.config, self.heldout_pairs, out_dir, **sizes)
 
     # --- serving -------------------------------------------------------------------------
     def response(self, path: str) -> Response:
