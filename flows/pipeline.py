@@ -44,8 +44,9 @@ CPU_TRAIN: dict[str, Any] = {
         "image": {"frozen_stages": 7, "identity_init": True, "patch_layers": 1, "patch_ffn": 512},
         "text": {"frozen_layers": 6, "identity_init": True, "token_layers": 1, "token_ffn": 768},
     },
-    "steps": 500,
+    "steps": 400,
     "batch_size": 32,
+    "checkpoint_every": 200,  # a brivl-lite checkpoint is ~250 MB: keep the saves few
     "lr": 1e-3,
     "min_lr": 1e-5,
     "trunk_cache": True,

@@ -25,12 +25,17 @@ def num_patches(scales: Sequence[int]) -> int:
 @lru_cache(maxsize=64)
 def pooling_matrix(height: int, width: int, scales: tuple[int, ...], device: str = "cpu",
                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """(P, H*W): row p averages the cells of patch p (adaptive_avg_pool2d's bins)."""
+    """(P, H*W): row p averages the cells of patch p (adaptive_avg_pool2d's bins).
+
+    Built outside inference mode: the cached matrix is shared by inference calls and by
+    training steps, and autograd cannot save an inference tensor for backward.
+    """
     boxes = grid_boxes(height, width, scales)
-    m = torch.zeros(len(boxes), height, width, dtype=torch.float64, device="cpu")
-    for p, (y0, y1, x0, x1) in enumerate(boxes):
-        m[p, y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
-    return m.flatten(1).to(device=device, dtype=dtype)
+    with torch.inference_mode(False), torch.no_grad():
+        m = torch.zeros(len(boxes), height, width, dtype=torch.float64, device="cpu")
+        for p, (y0, y1, x0, x1) in enumerate(boxes):
+            m[p, y0:y1, x0:x1] = 1.0 / ((y1 - y0) * (x1 - x0))
+        return m.flatten(1).to(device=device, dtype=dtype)
 
 
 def grid_patch_pool(fmap: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:

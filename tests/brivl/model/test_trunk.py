@@ -83,3 +83,14 @@ def test_queue_entries_of_the_same_sample_or_caption_are_masked_out():
                         (query @ keys.t()).masked_fill(exclude[:, :4], float("-inf"))], 1) / 0.07
     expected = torch.nn.functional.cross_entropy(logits, torch.zeros(4, dtype=torch.long))
     torch.testing.assert_close(masked, expected)
+
+
+def test_pooling_matrix_cached_in_inference_mode_still_trains():
+    from brivl.model.pooling import grid_patch_pool, pooling_matrix
+
+    pooling_matrix.cache_clear()
+    with torch.inference_mode():  # an index or eval run fills the cache first
+        grid_patch_pool(torch.rand(2, 8, 5, 5, dtype=torch.bfloat16), [1, 6])
+    fmap = torch.rand(2, 8, 5, 5, dtype=torch.bfloat16, requires_grad=True)
+    grid_patch_pool(fmap, [1, 6]).float().sum().backward()  # then interpretation backprops
+    assert fmap.grad is not None and fmap.grad.shape == fmap.shape
