@@ -67,7 +67,8 @@ IMAGE_FORMATS = {"jpeg": "image/jpeg", "png": "image/png"}
 class ClipArtConfig:
     """What clip-art site to build; everything about it follows from these and the catalogue."""
 
-    n_images: int | None = None  # pictures on the site, faults included (None: all site ones)
+    n_images: int | None = None  # pictures on the site, faults included (None: all site ones,
+    max_images: int | None = None  # ... or at most this many)
     seed: int = 0
     slow_seconds: float = 3.0  # a "slow" body stalls this long half-way
     fault_share: float = 0.01  # share of pictures per download fault kind (at least one)
@@ -228,6 +229,8 @@ class _Planner:
         pool = sorted(self.holdout.site, key=lambda i: i.file)
         self.rng.shuffle(pool)
         n = self.config.n_images
+        if n is None and self.config.max_images is not None:
+            n = min(self.config.max_images, len(pool))
         if n is not None and not 0 < n <= len(pool):
             raise ValueError(f"n_images={n}: this catalogue has 1..{len(pool)} site pictures")
         return pool[:n] if n is not None else pool

@@ -18,7 +18,7 @@ DEMO_WEBS = ("openclipart", "synthetic")
 SYNTHETIC_IMAGES = 3000
 # 5,000 of the 6,954 OpenClipArt pictures not held out, so that `make run` (install included)
 # fits 10 minutes on 2 cores; `--demo-images 6954` serves every one (data stages ~75 s)
-OPENCLIPART_IMAGES: int | None = 5000
+OPENCLIPART_IMAGES = 5000  # at most; fewer when the catalogue has fewer site pictures
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +57,8 @@ def build_demo_web(web: str, images: int | None = None, seed: int = 0,
         from brivl.demo import ClipArtConfig, CorpusUnavailable, openclipart_site
 
         try:
-            n = images if images is not None else OPENCLIPART_IMAGES
-            return web, openclipart_site(ClipArtConfig(n_images=n, seed=seed,
-                                                       slow_seconds=slow_seconds))
+            return web, openclipart_site(ClipArtConfig(n_images=images, max_images=OPENCLIPART_IMAGES,
+                                                       seed=seed, slow_seconds=slow_seconds))
         except CorpusUnavailable as exc:
             print(f"OpenClipArt not available ({exc}); using the synthetic demo web",
                   file=sys.stderr, flush=True)
