@@ -63,7 +63,9 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "baselines": {"step0": True, "frozen_towers": True},  # evaluated beside the trained model
     "index": {},
     "generator": {"steps": 80},  # CPU-sized (~40 s on 2 cores); raise on a GPU
-    "grid": {"visualize": {"steps": 96}, "generate": {"steps": 96}},
+    # each step backpropagates 1 + n_views images through the image tower: ~65 s on 2 cores
+    "grid": {"visualize": {"steps": 64, "augment": {"n_views": 2}},
+             "generate": {"steps": 64, "augment": {"n_views": 2}}},
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",
     "primary_metric": DEFAULT_PRIMARY_METRIC,
