@@ -83,6 +83,10 @@ def merged_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
             config[key].update(value)
         else:
             config[key] = value
+    train = (overrides or {}).get("train") or {}
+    if train.get("model", CPU_TRAIN["model"]) != CPU_TRAIN["model"]:
+        # another model: CPU_TRAIN's model overrides are brivl-lite's, not its
+        config["train"]["model_overrides"] = train.get("model_overrides", {})
     return config
 
 

@@ -24,15 +24,15 @@ def frozen_towers_config(trained: dict[str, Any], seconds: float,
                          overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Pretrain config of the frozen-towers baseline for a model trained with ``trained``.
 
-    It sees the same shards at the trained model's image size, for ``seconds`` of training
-    wall time (``max_seconds``), at a constant learning rate.
+    It sees the same shards in batches of the same size at the trained model's image size,
+    for ``seconds`` of training wall time (``max_seconds``), at a constant learning rate.
     """
     base = PretrainConfig.from_dict(trained)
     image_size = build_config(base.model, base.model_overrides).image_size
     cfg: dict[str, Any] = {
         "model": FROZEN_TOWERS_MODEL,
         "model_overrides": {"image_size": image_size},
-        "batch_size": 64,
+        "batch_size": base.batch_size,
         "steps": 1_000_000,  # the time budget ends it
         "max_seconds": round(float(seconds), 1),
         "lr": 1e-3,

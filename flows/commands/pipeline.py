@@ -57,11 +57,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.max_pages is not None:
         cfg["crawl"]["max_pages"] = args.max_pages
     if args.model:
-        from flows.pipeline import CPU_TRAIN
-
         cfg["train"]["model"] = args.model
-        if args.model != CPU_TRAIN["model"]:  # CPU_TRAIN's overrides are brivl-lite's
-            cfg["train"].setdefault("model_overrides", {})
     for key in ("steps", "batch_size", "workers"):
         if getattr(args, key) is not None:
             cfg["train"][key] = getattr(args, key)

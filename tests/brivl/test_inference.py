@@ -36,10 +36,16 @@ def _images(n: int) -> list[bytes]:
     return out
 
 
-def test_checkpoint_directory_gives_normalised_float32(checkpoint: Path) -> None:
+@pytest.mark.parametrize("bf16", ["0", "1"])
+def test_checkpoint_directory_gives_normalised_float32(checkpoint: Path, bf16: str,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The encoder computes what the model computes: exactly in fp32, to bf16's precision
+    under autocast (BRIVL_BF16=1)."""
     from brivl.model import load_checkpoint
     from brivl.model.preprocess import load_images
 
+    monkeypatch.setenv("BRIVL_BF16", bf16)
+    tolerance = 1e-5 if bf16 == "0" else 3e-2
     enc = load(checkpoint, device="cpu")
     assert isinstance(enc, Encoder) and enc.device.type == "cpu"
     imgs, texts = _images(5), CAPTIONS[:4]
@@ -52,8 +58,8 @@ def test_checkpoint_directory_gives_normalised_float32(checkpoint: Path) -> None
     with torch.no_grad():
         ref_i = model.encode_image(load_images(imgs, model.config.image_size)).numpy()
         ref_t = model.encode_text(**model.tokenize(texts)).numpy()
-    assert np.abs(got_i - ref_i).max() < 1e-5
-    assert np.abs(got_t - ref_t).max() < 1e-5
+    assert np.abs(got_i - ref_i).max() < tolerance
+    assert np.abs(got_t - ref_t).max() < tolerance
 
 
 def test_batch_size_and_input_type_do_not_change_embeddings(checkpoint: Path) -> None:
