@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 pytestmark = pytest.mark.slow
+MODEL = "brivl-real-corpus"
 
 def _train_config() -> dict:
     """make run's CPU recipe (flows/pipeline.py CPU_TRAIN), smaller: 64 px, 80 steps of 16."""
@@ -43,6 +44,7 @@ def real_run(openclipart_catalogue, tmp_path_factory: pytest.TempPathFactory):
         "download": {"timeout_s": 1.0, "processes_count": 1, "thread_count": 8},
         "train": _train_config(), "eval": {"batch_size": 32}, "eval_sets": str(eval_dir),
         "baselines": {"step0": True, "frozen_towers": False}, "stages": ["data", "retrain"],
+        "model_name": MODEL,  # its own registry name: other tests register "brivl" champions
     }
     with serve(site) as server:
         result = pipeline_flow(server.seed_urls, config)
@@ -70,7 +72,7 @@ def test_champion_ranks_held_out_titles_above_random_ones(real_run) -> None:
 
     result, eval_dir = real_run
     assert result["model"]["registered"]["alias"] == "champion"
-    trained = own_title_wins(load("models:/brivl@champion"), eval_dir)
+    trained = own_title_wins(load(f"models:/{MODEL}@champion"), eval_dir)
     init = Path(result["model"]["checkpoint"]).parent / "init_checkpoint"
     step0 = own_title_wins(load(str(init)), eval_dir)
     assert trained > 0.5, (trained, step0)
