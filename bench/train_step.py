@@ -86,7 +86,9 @@ def old_forward(model, pixels, ids, mask, momentum: float) -> torch.Tensor:
         k_img, k_txt = model.image_tower_m(pixels), model.text_tower_m(ids, mask)
     t, valid = model.config.temperature, model.queue_filled
     image_queue, text_queue = model.image_queue.clone(), model.text_queue.clone()
-    loss = info_nce(q_img, k_txt, text_queue, t, valid)[0] + info_nce(q_txt, k_img, image_queue, t, valid)[0]
+    labels = torch.arange(len(ids)) if model.config.in_batch_negatives else None
+    loss = (info_nce(q_img, k_txt, text_queue, t, valid, labels)[0]
+            + info_nce(q_txt, k_img, image_queue, t, valid, labels)[0])
     model.enqueue(k_img, k_txt)
     return loss
 
@@ -142,7 +144,7 @@ def main() -> int:
     for name, cached, bf16 in (("before", False, False), ("shared trunk", False, False),
                                ("cached trunk", True, False), ("cached trunk + bf16", True, True)):
         model = copy.deepcopy(base)
-        cache = TrunkCache() if cached else None
+        cache = TrunkCache(bf16=bf16) if cached else None
         if cache is not None:  # epoch 0 fills the cache; the timed steps are a later epoch
             t0 = time.perf_counter()
             for raw in data:
@@ -153,7 +155,8 @@ def main() -> int:
         times, losses = run_variant(name, model, data, size, cache, bf16)
         results[name] = {"step": statistics.median(times[1:] or times), "losses": losses,
                          "fill": fill if cache is not None else None}
-        print(f"  {name}: {results[name]['step'] * 1e3:.0f} ms/step", file=sys.stderr, flush=True)
+        print(f"  {name}: {results[name]['step'] * 1e3:.0f} ms/step, losses {[round(x, 4) for x in losses]}",
+              file=sys.stderr, flush=True)
     text = report(results, args, size, load0)
     print(text)
     if not args.no_record:
