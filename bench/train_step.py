@@ -143,7 +143,7 @@ def main() -> int:
     results = {}
     for name, cached, bf16 in (("before", False, False), ("shared trunk", False, False),
                                ("cached trunk", True, False), ("cached trunk + bf16", True, True)):
-        model = copy.deepcopy(base)
+        model = copy.deepcopy(base).train()  # as the trainer does: frozen BatchNorms in eval mode
         cache = TrunkCache(bf16=bf16) if cached else None
         if cache is not None:  # epoch 0 fills the cache; the timed steps are a later epoch
             t0 = time.perf_counter()

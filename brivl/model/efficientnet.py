@@ -192,6 +192,7 @@ class EfficientNet(nn.Module):
         self.frozen_stages = frozen_stages
         self.freeze_bn = freeze_bn
         self._freeze()
+        self.train()  # frozen BatchNorms on running statistics from the start, not only after .train()
 
     def _frozen_modules(self) -> list[nn.Module]:
         if self.frozen_stages <= 0:

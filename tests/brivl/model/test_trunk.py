@@ -94,3 +94,13 @@ def test_pooling_matrix_cached_in_inference_mode_still_trains():
     fmap = torch.rand(2, 8, 5, 5, dtype=torch.bfloat16, requires_grad=True)
     grid_patch_pool(fmap, [1, 6]).float().sum().backward()  # then interpretation backprops
     assert fmap.grad is not None and fmap.grad.shape == fmap.shape
+
+
+def test_a_fresh_model_runs_its_frozen_batchnorms_on_running_statistics():
+    model = _lite(image={"frozen_stages": 5})  # never put in .train() or .eval() by anyone
+    before = [b.running_mean.clone() for b in model.image_tower.backbone.modules()
+              if isinstance(b, torch.nn.BatchNorm2d)]
+    model.image_tower.trunk(torch.rand(2, 3, 64, 64))  # BatchNorm in training mode would update
+    after = [b.running_mean for b in model.image_tower.backbone.modules()
+             if isinstance(b, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
