@@ -98,8 +98,21 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
 
     out = tmp_path / "stage"
     config = dict(BASE, steps=10, checkpoint_every=2, workers=0, batch_size=8)
+    # The child pauses right after writing step 4, so the kill always lands between two
+    # checkpoints (a tiny model trains 10 steps faster than the parent can poll, and only the
+    # last two checkpoints are kept).
     script = (
-        f"from tasks.pretrain import pretrain; pretrain({str(shards)!r}, {config!r}, {str(out)!r})"
+        "import time\n"
+        "import brivl.train.loop as loop\n"
+        "save = loop.save_training_checkpoint\n"
+        "def pausing_save(root, step, *args, **kwargs):\n"
+        "    path = save(root, step, *args, **kwargs)\n"
+        "    if step == 4:\n"
+        "        time.sleep(120)\n"
+        "    return path\n"
+        "loop.save_training_checkpoint = pausing_save\n"
+        "from tasks.pretrain import pretrain\n"
+        f"pretrain({str(shards)!r}, {config!r}, {str(out)!r})\n"
     )
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
