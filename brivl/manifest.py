@@ -114,3 +114,11 @@ def stage_key(stage: str, inputs: list[str], config: Any, code_version: str) -> 
     return stable_hash(
         {"stage": stage, "inputs": list(inputs), "config": config, "code": code_version}, 24
     )
+
+
+def manifest_key(body: dict[str, Any]) -> str:
+    """The :func:`stage_key` of the run that wrote manifest ``body`` (from its stage, inputs,
+    config and code version), so ``done`` can tell this run's output from any other's."""
+    return stage_key(
+        body["stage"], body.get("inputs", []), body.get("config"), body.get("code_version", "")
+    )

@@ -1,8 +1,9 @@
 """The whole DAG: data (crawl → download → filter → shard) → retrain (pretrain → evaluate →
 register) → index (clip-retrieval) → interpret (generator + prompt grid).
 
-One MLflow parent run per pipeline run; each stage is a child run. Every stage is a cached
-Prefect task, so a rerun with nothing changed does no stage work.
+One MLflow parent run per pipeline run; each stage is a child run of it (``tasks.stage``: the
+stage's normalised config as params, its manifest's counts as metrics). Every stage is a
+cached Prefect task, so a rerun with nothing changed does no stage work.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from prefect import flow  # noqa: E402
 
 from flows.data import data_flow  # noqa: E402
 from flows.retrain import DEFAULT_PRIMARY_METRIC, retrain_flow  # noqa: E402
-from flows.runs import log_stage, pipeline_run  # noqa: E402
+from flows.runs import pipeline_run  # noqa: E402
 from tasks.index import index_task  # noqa: E402
 from tasks.interpret import prompt_grid_task, train_generator_task  # noqa: E402
 
@@ -98,8 +99,6 @@ def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dic
     with pipeline_run("pipeline", {"seeds": " ".join(seeds)}) as run_id:
         out["mlflow_run_id"] = run_id
         data = data_flow(seeds, cfg["crawl"], cfg["download"], cfg["filter"], cfg["shard"])
-        for stage in ("crawl", "download", "filter", "shard"):
-            log_stage(stage, data[f"{stage}_dir"], cfg[stage])
         out["data"] = data
         if "retrain" not in cfg["stages"]:
             return out

@@ -74,7 +74,8 @@ def _baselines(shard_dir: str, trained: dict[str, Any], train_config: dict, eval
         seconds = float(trained.get("metrics", {}).get("elapsed_s") or 60.0)
         overrides = frozen if isinstance(frozen, dict) else {}
         config = frozen_towers_config(train_config, seconds, overrides)
-        lit = pretrain_task.with_options(name="pretrain frozen-towers baseline")(shard_dir, config)
+        label = "pretrain frozen-towers baseline"
+        lit = pretrain_task.with_options(name=label)(shard_dir, config, label=label)
         out["frozen_towers"] = evaluate_task(lit["checkpoint"], eval_sets, eval_config,
                                              label="evaluate frozen-towers baseline")
     return out

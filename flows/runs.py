@@ -22,10 +22,3 @@ def pipeline_run(name: str, tags: dict[str, Any] | None = None) -> Iterator[str]
     with tracking.start_pipeline_run(name, tags) as run:
         yield run.info.run_id
 
-
-def log_stage(stage: str, stage_dir: str, config: dict | None = None) -> dict[str, Any]:
-    """Record a data stage as a child run: its config as params, its manifest's counts."""
-    with tracking.stage_run(stage):
-        if config:
-            tracking.log_flat_params(config)
-        return tracking.log_manifest(stage_dir)

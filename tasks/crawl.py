@@ -19,10 +19,10 @@ from prefect import task  # noqa: E402
 from brivl.crawl import CrawlConfig, run_crawl  # noqa: E402
 from brivl.fingerprint import file_sha256  # noqa: E402
 from brivl.report import progress  # noqa: E402
-from tasks.stage import StageRun, resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import Stage, StageRun, config_param  # noqa: E402
 
 STAGE = "crawl"
-CRAWL_CODE = ["brivl.crawl"]
+CRAWL_CODE = ("brivl.crawl",)
 
 
 def crawl_inputs(
@@ -34,18 +34,11 @@ def crawl_inputs(
     return inputs + ([f"refresh:{refresh}"] if refresh else [])
 
 
-def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
-    return dict(
-        parameters,
-        config=CrawlConfig.from_dict(parameters.get("config")).to_dict(),
-        inputs=crawl_inputs(
-            parameters.get("seeds"), parameters.get("warc_files"), parameters.get("refresh", "")
-        ),
-    )
+def _inputs(params: dict[str, Any]) -> list[str]:
+    return crawl_inputs(params.get("seeds"), params.get("warc_files"), params.get("refresh") or "")
 
 
-def _crawl_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    return stage_cache_key(STAGE, CRAWL_CODE, ["inputs"])(context, _resolved(parameters))
+CRAWL = Stage(STAGE, CRAWL_CODE, config_param(CrawlConfig), _inputs)
 
 
 def resolve_crawl(
@@ -56,13 +49,11 @@ def resolve_crawl(
     refresh: str = "",
 ) -> StageRun:
     """Where a crawl with these parameters writes (and whether it is done)."""
-    params = _resolved(
-        {"seeds": seeds, "config": config, "warc_files": warc_files, "refresh": refresh}
-    )
-    return resolve_stage(STAGE, CRAWL_CODE, [params["inputs"]], params["config"], out_dir)
+    return CRAWL.resolve({"seeds": seeds, "config": config, "out_dir": out_dir,
+                          "warc_files": warc_files, "refresh": refresh})
 
 
-@task(name="crawl", cache_key_fn=_crawl_cache_key, persist_result=True)
+@task(name="crawl", **CRAWL.task_options())
 def crawl_task(
     seeds: list[str],
     config: dict | None = None,
@@ -71,18 +62,19 @@ def crawl_task(
     refresh: str = "",
 ) -> str:
     """Crawl seed URLs (and/or WARC files) into a candidates stage directory; return it."""
-    settings = CrawlConfig.from_dict(config)
-    run = resolve_crawl(seeds, config, out_dir, warc_files, refresh)
-    if run.done:
-        return str(run.out_dir)
-    with progress("crawl pages", None) as advance:
-        run_crawl(
-            seeds,
-            settings,
-            run.out_dir,
-            warc_files=[str(Path(p)) for p in warc_files or []],
-            inputs=crawl_inputs(seeds, warc_files, refresh),
-            code_version=run.code_version,
-            on_page=lambda _record: advance(),
-        )
-    return str(run.out_dir)
+
+    def produce(run: StageRun) -> None:  # run_crawl writes the manifest (a library call too)
+        with progress("crawl pages", None) as advance:
+            run_crawl(
+                seeds,
+                CrawlConfig.from_dict(run.config),
+                run.out_dir,
+                warc_files=[str(Path(p)) for p in warc_files or []],
+                inputs=run.inputs,
+                code_version=run.code_version,
+                on_page=lambda _record: advance(),
+            )
+
+    params = {"seeds": seeds, "config": config, "out_dir": out_dir, "warc_files": warc_files,
+              "refresh": refresh}
+    return str(CRAWL.run(produce, params).out_dir)

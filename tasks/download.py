@@ -8,7 +8,6 @@ incremental mode skips the finished shards. Retried once (resuming is idempotent
 from __future__ import annotations
 
 import contextlib
-from typing import Any
 
 from brivl.env import apply_defaults
 
@@ -18,57 +17,41 @@ from prefect import task  # noqa: E402
 
 from brivl.download import DownloadConfig, run_download  # noqa: E402
 from brivl.report import progress  # noqa: E402
-from tasks.stage import StageRun, resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import Stage, StageRun, config_param, input_identity  # noqa: E402
 
 STAGE = "download"
-DOWNLOAD_CODE = ["brivl.download", "brivl.crawl"]
+DOWNLOAD_CODE = ("brivl.download", "brivl.crawl")
 
-
-def _resolved(parameters: dict[str, Any]) -> dict[str, Any]:
-    return dict(parameters, config=DownloadConfig.from_dict(parameters.get("config")).to_dict())
-
-
-def _download_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    return stage_cache_key(STAGE, DOWNLOAD_CODE, ["candidates_dir"])(context, _resolved(parameters))
+DOWNLOAD = Stage(STAGE, DOWNLOAD_CODE, config_param(DownloadConfig),
+                 inputs=lambda p: [input_identity(p["candidates_dir"])])
 
 
 def resolve_download(
     candidates_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> StageRun:
     """Where a download of ``candidates_dir`` with ``config`` writes (and whether it is done)."""
-    settings = DownloadConfig.from_dict(config).to_dict()
-    return resolve_stage(STAGE, DOWNLOAD_CODE, [candidates_dir], settings, out_dir)
+    return DOWNLOAD.resolve({"candidates_dir": candidates_dir, "config": config,
+                             "out_dir": out_dir})
 
 
-@task(
-    name="download",
-    cache_key_fn=_download_cache_key,
-    persist_result=True,
-    retries=1,
-    retry_delay_seconds=5,
-)
+@task(name="download", retries=1, retry_delay_seconds=5, **DOWNLOAD.task_options())
 def download_task(
     candidates_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> str:
     """Download a crawl's allowed candidates with img2dataset; return the output directory."""
-    settings = DownloadConfig.from_dict(config)
-    run = resolve_download(candidates_dir, config, out_dir)
-    if run.done:
-        return str(run.out_dir)
-    distributor = contextlib.nullcontext()
-    if settings.distributor == "ray":
-        from tasks.ray_download import use_ray_distributor
-        from tasks.ray_runtime import ensure_ray
 
-        ensure_ray()  # joins $RAY_ADDRESS, else starts a local Ray
-        distributor = use_ray_distributor()  # img2dataset's, plus the shard retries it lacks
-    with distributor, progress("download shards", None) as advance:
-        run_download(
-            candidates_dir,
-            settings,
-            run.out_dir,
-            inputs=run.inputs,
-            code_version=run.code_version,
-            on_shard=advance,
-        )
-    return str(run.out_dir)
+    def produce(run: StageRun) -> None:  # run_download writes the manifest (a library call too)
+        settings = DownloadConfig.from_dict(run.config)
+        distributor = contextlib.nullcontext()
+        if settings.distributor == "ray":
+            from tasks.ray_download import use_ray_distributor
+            from tasks.ray_runtime import ensure_ray
+
+            ensure_ray()  # joins $RAY_ADDRESS, else starts a local Ray
+            distributor = use_ray_distributor()  # img2dataset's, plus the shard retries it lacks
+        with distributor, progress("download shards", None) as advance:
+            run_download(candidates_dir, settings, run.out_dir, inputs=run.inputs,
+                         code_version=run.code_version, on_shard=advance)
+
+    params = {"candidates_dir": candidates_dir, "config": config, "out_dir": out_dir}
+    return str(DOWNLOAD.run(produce, params).out_dir)

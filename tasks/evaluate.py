@@ -3,7 +3,7 @@
 Cached like every stage (``tasks.stage``): its identity is the checkpoint's identity, the
 eval files' checksums, the config and the evaluation code. The stage directory holds
 ``metrics.json``, per-set tables, the skipped rows, a retrieval image grid and the
-manifest; each run (cached or not) logs them to an ``evaluate`` MLflow child run.
+manifest; each run (cached or not) logs them to its MLflow child run (named by ``label``).
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from typing import Any
 
 from prefect import task
 
-from brivl import manifest
 from brivl.fingerprint import file_sha256, stable_hash
 from tasks import tracking
 from tasks.register import checkpoint_identity
-from tasks.stage import resolve_stage, stage_cache_key
+from tasks.stage import Stage, StageOutput, StageRun, normalised
 
-EVAL_CODE = ["brivl.evaluate", "brivl.inference", "brivl.model", "tasks.evaluate"]
+EVAL_CODE = ("brivl.evaluate", "brivl.inference", "brivl.model", "tasks.evaluate")
 GRID_IMAGES = 48  # retrieval-grid gallery size (first rows of the retrieval set)
 
 
@@ -40,17 +39,6 @@ def eval_sets_identity(eval_sets: str | dict[str, str]) -> str:
 def stage_inputs(checkpoint_dir: str, eval_sets: str | dict[str, str]) -> list[str]:
     """The stage's input identities: checkpoint, then eval sets."""
     return [checkpoint_identity(checkpoint_dir), eval_sets_identity(eval_sets)]
-
-
-_base_key = stage_cache_key("evaluate", EVAL_CODE, ["_checkpoint_id", "_eval_sets_id"])
-
-
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    ckpt, sets = stage_inputs(parameters["checkpoint_dir"], parameters["eval_sets"])
-    config = dict(parameters.get("config") or {})  # as the task body sees it
-    return _base_key(
-        context, {**parameters, "config": config, "_checkpoint_id": ckpt, "_eval_sets_id": sets}
-    )
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -81,7 +69,45 @@ def run_evaluation(checkpoint_dir: str, eval_sets: str | dict[str, str], config:
     return report
 
 
-@task(name="evaluate", cache_key_fn=_cache_key, persist_result=True)
+def _report(run: StageRun, params: dict[str, Any]) -> None:
+    """Inside the child run: what was evaluated, the metrics, tables, skipped rows, grid."""
+    out = run.out_dir
+    tracking.log_flat_params({"checkpoint": str(params["checkpoint_dir"]),
+                              "eval_sets": params["eval_sets"]})
+    metrics = json.loads((out / "metrics.json").read_text())
+    tracking.log_metrics(metrics)
+    tracking.log_table("metrics", [{"metric": k, "value": v} for k, v in sorted(metrics.items())])
+    for table in sorted((out / "tables").glob("*.json")):
+        rows = json.loads(table.read_text())
+        if rows:
+            tracking.log_table(table.stem, rows)
+    tracking.log_json(json.loads((out / "skipped.json").read_text()), "skipped_rows.json")
+    grid = out / "retrieval_grid.png"
+    if grid.is_file():
+        from PIL import Image
+
+        with Image.open(grid) as img:
+            tracking.log_image(img.copy(), "retrieval_grid")
+
+
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    from brivl.evaluate import EvalConfig
+
+    return normalised(EvalConfig, params.get("config"))
+
+
+EVALUATE = Stage(
+    "evaluate", EVAL_CODE, _normalise,
+    inputs=lambda p: stage_inputs(p["checkpoint_dir"], p["eval_sets"]), report=_report,
+)
+
+
+def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
+    """The Prefect cache key (:meth:`Stage.cache_key` of :data:`EVALUATE`)."""
+    return EVALUATE.cache_key(context, parameters)
+
+
+@task(name="evaluate", **EVALUATE.task_options())
 def evaluate_task(
     checkpoint_dir: str,
     eval_sets: str | dict[str, str],
@@ -92,52 +118,14 @@ def evaluate_task(
     """Evaluate a checkpoint on every eval set present; return ``{"<set>/<metric>": value}``.
 
     ``label`` names the MLflow child run (e.g. "evaluate frozen-towers baseline")."""
-    config = dict(config or {})
-    run = resolve_stage(
-        "evaluate", EVAL_CODE, stage_inputs(checkpoint_dir, eval_sets), config, out_dir
-    )
-    cached = run.done
-    if not cached:
-        report = run_evaluation(checkpoint_dir, eval_sets, config, run.out_dir)
-        manifest.write_manifest(
-            run.out_dir,
-            stage="evaluate",
-            config=config,
-            inputs=run.inputs,
-            code_version=run.code_version,
-            row_counts={
-                k.split("/")[0]: int(v) for k, v in report.metrics.items() if k.endswith("/n")
-            },
-            extra={"checkpoint": str(Path(checkpoint_dir).resolve()), "eval_sets": str(eval_sets)},
-        )
-    metrics = json.loads((run.out_dir / "metrics.json").read_text())
-    log_evaluation(run.out_dir, checkpoint_dir, eval_sets, config, metrics, cached, label)
-    return metrics
 
+    def produce(run: StageRun) -> StageOutput:
+        report = run_evaluation(checkpoint_dir, eval_sets, run.config, run.out_dir)
+        counts = {k.split("/")[0]: int(v) for k, v in report.metrics.items() if k.endswith("/n")}
+        return StageOutput(counts, {"checkpoint": str(Path(checkpoint_dir).resolve()),
+                                    "eval_sets": str(eval_sets)})
 
-def log_evaluation(
-    out: Path, checkpoint_dir: str, eval_sets: Any, config: dict, metrics: dict, cached: bool,
-    label: str = "evaluate",
-) -> None:
-    """The evaluate child run (named ``label``): config params, metrics, tables, grid, manifest."""
-    with tracking.stage_run(label, tags={"brivl.cached": cached}):
-        tracking.log_flat_params(
-            {"config": config, "checkpoint": str(checkpoint_dir), "eval_sets": eval_sets}
-        )
-        tracking.log_metrics(metrics)
-        tracking.log_table(
-            "metrics", [{"metric": k, "value": v} for k, v in sorted(metrics.items())]
-        )
-        for table in sorted((out / "tables").glob("*.json")):
-            rows = json.loads(table.read_text())
-            if rows:
-                tracking.log_table(table.stem, rows)
-        skipped = json.loads((out / "skipped.json").read_text())
-        tracking.log_json(skipped, "skipped_rows.json")
-        grid = out / "retrieval_grid.png"
-        if grid.is_file():
-            from PIL import Image
-
-            with Image.open(grid) as img:
-                tracking.log_image(img.copy(), "retrieval_grid")
-        tracking.log_manifest(out, "evaluate")
+    params = {"checkpoint_dir": checkpoint_dir, "eval_sets": eval_sets, "config": config,
+              "out_dir": out_dir, "label": label}
+    run = EVALUATE.run(produce, params)
+    return json.loads((run.out_dir / "metrics.json").read_text())

@@ -19,10 +19,10 @@ from prefect import task  # noqa: E402
 from brivl import manifest  # noqa: E402
 from brivl.filter import FilterConfig, run_filter  # noqa: E402
 from brivl.fingerprint import file_sha256, stable_hash  # noqa: E402
-from tasks.stage import ConfiguredStage, StageRun  # noqa: E402
+from tasks.stage import Stage, StageOutput, StageRun, config_param  # noqa: E402
 
 STAGE = "filter"
-FILTER_CODE = ["brivl.filter"]
+FILTER_CODE = ("brivl.filter",)
 
 
 def input_id(input_dir: str | Path) -> str:
@@ -40,33 +40,28 @@ def input_id(input_dir: str | Path) -> str:
     return stable_hash({str(p.relative_to(path)): file_sha256(p) for p in files})
 
 
-FILTER_STAGE = ConfiguredStage(STAGE, tuple(FILTER_CODE), FilterConfig, identify=input_id)
+FILTER = Stage(STAGE, FILTER_CODE, config_param(FilterConfig),
+               inputs=lambda p: [input_id(p["input_dir"])])
 
 
 def resolve_filter(
     input_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> StageRun:
     """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
-    return FILTER_STAGE.resolve(input_dir, config, out_dir)
+    return FILTER.resolve({"input_dir": input_dir, "config": config, "out_dir": out_dir})
 
 
-@task(name="filter", cache_key_fn=FILTER_STAGE.cache_key, persist_result=True)
+@task(name="filter", **FILTER.task_options())
 def filter_task(
     input_dir: str, config: dict | None = None, out_dir: str | None = None, workers: int = 1
 ) -> str:
     """Filter downloaded pairs (per-row rules, then dedup); return the output directory."""
-    settings = FilterConfig.from_dict(config)
-    run = resolve_filter(input_dir, config, out_dir)
-    if run.done:
-        return str(run.out_dir)
-    result = run_filter(input_dir, run.out_dir, settings, workers=workers)
-    manifest.write_manifest(
-        run.out_dir,
-        stage=STAGE,
-        config=settings.to_dict(),
-        inputs=run.inputs,
-        code_version=run.code_version,
-        row_counts=result.row_counts,
-        extra={"report": result.report, "input_dir": str(input_dir)},
-    )
-    return str(run.out_dir)
+
+    def produce(run: StageRun) -> StageOutput:
+        result = run_filter(input_dir, run.out_dir, FilterConfig.from_dict(run.config),
+                            workers=workers)
+        return StageOutput(result.row_counts,
+                           {"report": result.report, "input_dir": str(input_dir)})
+
+    params = {"input_dir": input_dir, "config": config, "out_dir": out_dir}
+    return str(FILTER.run(produce, params).out_dir)

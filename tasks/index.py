@@ -15,12 +15,11 @@ apply_defaults()
 
 from prefect import task  # noqa: E402
 
-from brivl.manifest import write_manifest  # noqa: E402
 from brivl.retrieval.build import IndexConfig, build_retrieval_index, checkpoint_identity  # noqa: E402
-from tasks.stage import resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import Stage, StageOutput, StageRun, config_param, input_identity  # noqa: E402
 
 STAGE = "index"
-INDEX_CODE = ["brivl.retrieval", "brivl.inference", "brivl.model"]
+INDEX_CODE = ("brivl.retrieval", "brivl.inference", "brivl.model")
 
 
 def _registry_version(uri: str) -> Any | None:
@@ -63,42 +62,34 @@ def pinned_checkpoint(checkpoint: str) -> str:
     return str(path.resolve()) if path.exists() else str(checkpoint)
 
 
-def _index_cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """``stage_cache_key`` over the checkpoint's identity instead of its path."""
-    resolved = dict(
-        parameters,
-        checkpoint=model_identity(parameters["checkpoint"]),
-        config=IndexConfig.from_dict(parameters.get("config")).to_dict(),
-    )
-    return stage_cache_key(STAGE, INDEX_CODE, ["checkpoint", "shard_dir"])(context, resolved)
+INDEX = Stage(
+    STAGE, INDEX_CODE, config_param(IndexConfig),
+    inputs=lambda p: [model_identity(p["checkpoint"]), input_identity(p["shard_dir"])],
+)
 
 
-@task(cache_key_fn=_index_cache_key, persist_result=True)
+@task(**INDEX.task_options())
 def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | None = None) -> str:
     """Embed the shards with the checkpoint, build clip-retrieval's index; return its directory."""
-    model_id = model_identity(checkpoint)
-    settings = IndexConfig.from_dict(config)
-    run = resolve_stage(STAGE, INDEX_CODE, [model_id, shard_dir], settings.to_dict(), out_dir)
-    if run.done:
-        return str(run.out_dir)
-    from brivl.inference import load
 
-    pinned = pinned_checkpoint(checkpoint)
-    summary = build_retrieval_index(load(pinned), shard_dir, run.out_dir, settings)
-    write_manifest(
-        run.out_dir,
-        stage=STAGE,
-        config=settings.to_dict(),
-        inputs=run.inputs,
-        code_version=run.code_version,
-        row_counts={"indexed": summary["rows"], "rejected": summary["rejected"]},
-        extra={
-            "checkpoint": pinned,
-            "checkpoint_id": model_id,
-            "shard_dir": str(Path(shard_dir).resolve()),
-            "dim": summary["dim"],
-            "index_keys": summary["index_keys"],
-            "index_name": settings.index_name,
-        },
-    )
-    return str(run.out_dir)
+    def produce(run: StageRun) -> StageOutput:
+        from brivl.inference import load
+
+        settings = IndexConfig.from_dict(run.config)
+        pinned = pinned_checkpoint(checkpoint)
+        summary = build_retrieval_index(load(pinned), shard_dir, run.out_dir, settings)
+        return StageOutput(
+            {"indexed": summary["rows"], "rejected": summary["rejected"]},
+            {
+                "checkpoint": pinned,
+                "checkpoint_id": run.inputs[0],
+                "shard_dir": str(Path(shard_dir).resolve()),
+                "dim": summary["dim"],
+                "index_keys": summary["index_keys"],
+                "index_name": settings.index_name,
+            },
+        )
+
+    params = {"checkpoint": checkpoint, "shard_dir": shard_dir, "config": config,
+              "out_dir": out_dir}
+    return str(INDEX.run(produce, params).out_dir)

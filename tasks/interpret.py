@@ -1,75 +1,121 @@
 """Prefect tasks of the interpretation stage: train the image generator, draw the prompt grid.
 
-``train_generator_task`` is a cached stage (identity = shard manifest + config + code):
-its directory holds ``generator.safetensors``, ``generator.json``, ``train_log.jsonl`` and
-the manifest. ``prompt_grid_task`` runs Algorithm 1 (and Algorithm 2 when a generator is
-given) for a list of prompts, writes ``prompt_grid.png`` + ``prompt_grid.json`` and logs
-both to MLflow under ``interpretation/`` when a run is active (or ``run_id`` names one).
+Both are cached stages (``tasks.stage``). ``train_generator_task`` (stage ``generator``,
+identity = shard manifest + normalised config + code) writes ``generator.safetensors``,
+``generator.json``, ``train_log.jsonl`` and the manifest. ``prompt_grid_task`` (stage
+``grid``, identity = model identity + generator manifest + prompts + normalised config +
+code) runs Algorithm 1 (and Algorithm 2 when a generator is given) for a list of prompts and
+writes ``prompt_grid.png`` + ``prompt_grid.json``; its child run carries both under
+``interpretation/`` (and ``run_id``, when given, gets them too).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
-from brivl.env import apply_defaults, project_home
+from brivl.env import apply_defaults
 
 apply_defaults()
 
 from prefect import task  # noqa: E402
 
-from brivl.fingerprint import stable_hash  # noqa: E402
-from brivl.manifest import write_manifest  # noqa: E402
 from brivl.report import print_table  # noqa: E402
-from tasks.stage import resolve_stage, stage_cache_key  # noqa: E402
+from tasks.stage import Stage, StageOutput, StageRun, input_identity, normalised  # noqa: E402
 
 GENERATOR_STAGE = "generator"
-GENERATOR_CODE = ["brivl.interpret.vqgan", "brivl.interpret.data", "brivl.interpret.common"]
+GENERATOR_CODE = ("brivl.interpret.vqgan", "brivl.interpret.data", "brivl.interpret.common")
+GRID_STAGE = "grid"
+GRID_CODE = ("brivl.interpret", "brivl.inference", "brivl.model")
+GRID_KEYS = ("visualize", "generate", "cell")
 GRID_ARTIFACT_DIR = "interpretation"
 GRID_ARTIFACT = f"{GRID_ARTIFACT_DIR}/prompt_grid.png"
 
 
-@task(
-    cache_key_fn=stage_cache_key(GENERATOR_STAGE, GENERATOR_CODE, ["shard_dir"]),
-    persist_result=True,
-)
+def _generator_config(params: dict[str, Any]) -> dict[str, Any]:
+    from brivl.interpret.vqgan import GeneratorConfig
+
+    return normalised(GeneratorConfig, params.get("config"))
+
+
+GENERATOR = Stage(GENERATOR_STAGE, GENERATOR_CODE, _generator_config,
+                  inputs=lambda p: [input_identity(p["shard_dir"])])
+
+
+@task(**GENERATOR.task_options())
 def train_generator_task(shard_dir: str, config: dict, out_dir: str | None = None) -> str:
     """Train the VQ generator on a shard directory's training images; return its directory."""
-    from brivl.interpret.data import ReadStats, iter_shard_images
-    from brivl.interpret.vqgan import GeneratorConfig, save_generator, train_generator
 
-    run = resolve_stage(GENERATOR_STAGE, GENERATOR_CODE, [shard_dir], config, out_dir)
-    if run.done:
-        return str(run.out_dir)
-    cfg = GeneratorConfig.from_dict(config)
-    stats, log = ReadStats(), []
-    images = iter_shard_images(shard_dir, "train", limit=cfg.max_images, stats=stats)
-    model = train_generator(images, cfg, report=lambda step, m: log.append({"step": step, **m}))
-    run.out_dir.mkdir(parents=True, exist_ok=True)
-    save_generator(model, run.out_dir)
-    (run.out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    summary = {
-        "images": stats.images,
-        "skipped": stats.skipped,
-        "l1_first": log[0]["l1"],
-        "l1_last": log[-1]["l1"],
-        "codes_used_last": log[-1]["codes_used"],
+    def produce(run: StageRun) -> StageOutput:
+        from brivl.interpret.data import ReadStats, iter_shard_images
+        from brivl.interpret.vqgan import GeneratorConfig, save_generator, train_generator
+
+        cfg = GeneratorConfig.from_dict(run.config)
+        stats, log = ReadStats(), []
+        images = iter_shard_images(shard_dir, "train", limit=cfg.max_images, stats=stats)
+        model = train_generator(images, cfg, report=lambda step, m: log.append({"step": step, **m}))
+        save_generator(model, run.out_dir)
+        (run.out_dir / "train_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+        summary = {"images": stats.images, "skipped": stats.skipped, "l1_first": log[0]["l1"],
+                   "l1_last": log[-1]["l1"], "codes_used_last": log[-1]["codes_used"]}
+        print_table("generator", summary)
+        return StageOutput({"images": stats.images, "skipped": stats.skipped},
+                           {**summary, "skipped_examples": stats.examples})
+
+    params = {"shard_dir": shard_dir, "config": config, "out_dir": out_dir}
+    return str(GENERATOR.run(produce, params).out_dir)
+
+
+def grid_config(params: dict[str, Any]) -> dict[str, Any]:
+    """The grid's normalised config: the prompts, both algorithms' configs, the cell size."""
+    from brivl.interpret.generate import GenerateConfig
+    from brivl.interpret.visualize import VisualizeConfig
+
+    config = dict(params.get("config") or {})
+    unknown = sorted(set(config) - set(GRID_KEYS))
+    if unknown:
+        raise ValueError(
+            f"prompt grid config: unknown keys {unknown}; accepted: {', '.join(GRID_KEYS)}"
+        )
+    return {
+        "prompts": [str(p) for p in params.get("prompts") or []],
+        "visualize": normalised(VisualizeConfig, config.get("visualize")),
+        "generate": normalised(GenerateConfig, config.get("generate")),
+        "cell": int(config.get("cell", 128)),
     }
-    write_manifest(
-        run.out_dir,
-        stage=GENERATOR_STAGE,
-        config=asdict(cfg),
-        inputs=run.inputs,
-        code_version=run.code_version,
-        row_counts={"images": stats.images, "skipped": stats.skipped},
-        extra={**summary, "skipped_examples": stats.examples},
-    )
-    print_table("generator", summary)
-    return str(run.out_dir)
 
 
-@task
+def _grid_inputs(params: dict[str, Any]) -> list[str]:
+    from tasks.index import model_identity
+
+    generator = params.get("generator_dir")
+    return [model_identity(params["checkpoint_dir"]),
+            input_identity(generator) if generator else "no generator"]
+
+
+def _grid_report(run: StageRun, params: dict[str, Any]) -> None:
+    """The grid's PNG and JSON under ``interpretation/``; mean final similarity per method."""
+    import mlflow
+
+    from tasks import tracking
+
+    paths = [run.out_dir / "prompt_grid.png", run.out_dir / "prompt_grid.json"]
+    for path in paths:
+        mlflow.log_artifact(str(path), artifact_path=GRID_ARTIFACT_DIR)
+    if params.get("run_id"):
+        client = mlflow.MlflowClient()
+        for path in paths:
+            client.log_artifact(params["run_id"], str(path), artifact_path=GRID_ARTIFACT_DIR)
+    summary = json.loads(paths[1].read_text())
+    finals = {m: [r[m]["final"] for r in summary["results"]] for m in summary["methods"]}
+    tracking.log_metrics({f"{m}.final_mean": sum(v) / len(v) for m, v in finals.items() if v})
+
+
+GRID = Stage(GRID_STAGE, GRID_CODE, grid_config, _grid_inputs, report=_grid_report)
+
+
+@task(**GRID.task_options())
 def prompt_grid_task(
     checkpoint_dir: str,
     generator_dir: str | None,
@@ -83,68 +129,39 @@ def prompt_grid_task(
     ``config``: ``{"visualize": {...VisualizeConfig}, "generate": {...GenerateConfig},
     "cell": pixels per grid cell}``. ``checkpoint_dir`` may also be a model URI.
     """
+
+    def produce(run: StageRun) -> StageOutput:
+        summary = _render(checkpoint_dir, generator_dir, run.config, run.out_dir)
+        print_table("prompt grid", [
+            {"prompt": r["prompt"], **{m: r[m]["final"] for m in summary["methods"]}}
+            for r in summary["results"]
+        ])
+        return StageOutput({"prompts": len(summary["results"]),
+                            "methods": len(summary["methods"])},
+                           {"checkpoint": str(checkpoint_dir), "generator": generator_dir})
+
+    params = {"checkpoint_dir": checkpoint_dir, "generator_dir": generator_dir,
+              "prompts": prompts, "config": config, "out_dir": out_dir, "run_id": run_id}
+    return str(GRID.run(produce, params).out_dir / "prompt_grid.png")
+
+
+def _render(checkpoint: str, generator_dir: str | None, config: dict, out: Path) -> dict:
+    """Draw the grid into ``out`` (``prompt_grid.png``, ``prompt_grid.json``); its summary."""
     from brivl.interpret.generate import GenerateConfig
     from brivl.interpret.grid import render_prompt_grid
     from brivl.interpret.loading import load_model
     from brivl.interpret.visualize import VisualizeConfig
     from brivl.interpret.vqgan import load_generator
 
-    config = dict(config or {})
-    unknown = sorted(set(config) - {"visualize", "generate", "cell"})
-    if unknown:
-        raise ValueError(
-            f"prompt grid config: unknown keys {unknown}; accepted: visualize, generate, cell"
-        )
-    target = Path(out_dir) if out_dir else _grid_dir(checkpoint_dir, generator_dir, prompts, config)
-    target.mkdir(parents=True, exist_ok=True)
-    model = load_model(checkpoint_dir)
-    generator = load_generator(generator_dir) if generator_dir else None
     grid, summary = render_prompt_grid(
-        model,
-        generator,
-        prompts,
-        VisualizeConfig.from_dict(config.get("visualize")),
-        GenerateConfig.from_dict(config.get("generate")),
-        cell=int(config.get("cell", 128)),
+        load_model(checkpoint),
+        load_generator(generator_dir) if generator_dir else None,
+        config["prompts"],
+        VisualizeConfig.from_dict(config["visualize"]),
+        GenerateConfig.from_dict(config["generate"]),
+        cell=config["cell"],
     )
-    png, report = target / "prompt_grid.png", target / "prompt_grid.json"
-    grid.save(png)
-    summary.update(checkpoint=str(checkpoint_dir), generator=generator_dir, config=config)
-    report.write_text(json.dumps(summary, indent=2))
-    _log_to_mlflow([png, report], run_id)
-    print_table(
-        "prompt grid",
-        [
-            {"prompt": r["prompt"], **{m: r[m]["final"] for m in summary["methods"]}}
-            for r in summary["results"]
-        ],
-    )
-    return str(png)
-
-
-def _grid_dir(checkpoint: str, generator: str | None, prompts: list[str], config: dict) -> Path:
-    ident = stable_hash(
-        {
-            "checkpoint": str(Path(checkpoint).resolve())
-            if Path(checkpoint).exists()
-            else checkpoint,
-            "generator": str(Path(generator).resolve()) if generator else None,
-            "prompts": prompts,
-            "config": config,
-        },
-        24,
-    )
-    return project_home() / "data" / "interpret" / ident
-
-
-def _log_to_mlflow(paths: list[Path], run_id: str | None) -> None:
-    """Log files under ``interpretation/`` to ``run_id``, else to the active run, else nowhere."""
-    import mlflow
-
-    if run_id:
-        client = mlflow.MlflowClient()
-        for path in paths:
-            client.log_artifact(run_id, str(path), artifact_path=GRID_ARTIFACT_DIR)
-    elif mlflow.active_run() is not None:
-        for path in paths:
-            mlflow.log_artifact(str(path), artifact_path=GRID_ARTIFACT_DIR)
+    grid.save(out / "prompt_grid.png")
+    summary.update(checkpoint=str(checkpoint), generator=generator_dir, config=config)
+    (out / "prompt_grid.json").write_text(json.dumps(summary, indent=2))
+    return summary

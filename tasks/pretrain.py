@@ -32,48 +32,67 @@ from prefect import task
 
 from brivl import manifest
 from brivl.report import print_table, progress
-from tasks.stage import resolve_stage, stage_cache_key
+from tasks.stage import Stage, StageOutput, StageRun, input_identity, normalised
 
-PRETRAIN_CODE = ["brivl.train", "brivl.model", "tasks.pretrain"]
+PRETRAIN_CODE = ("brivl.train", "brivl.model", "tasks.pretrain")
 FINAL_METRICS = ("step", "loss", "acc_i2t", "acc_t2i", "lr", "momentum", "queue_fill",
                  "samples_per_s", "data_wait_frac", "samples_seen", "elapsed_s")
 
 
-_STAGE_KEY = stage_cache_key("pretrain", PRETRAIN_CODE, ["shard_dir"])
-
-
-def _cache_key(context: Any, parameters: dict[str, Any]) -> str:
-    """The stage key of the *normalised* config (defaults filled in), as the body uses."""
-    return _STAGE_KEY(context, dict(parameters, config=normalise_config(parameters["config"])))
-
-
-def normalise_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The full :class:`PretrainConfig` dict (defaults filled in) for a partial one."""
-    from brivl.train import PretrainConfig
-
-    return PretrainConfig.from_dict(config).to_dict()
-
-
-@task(cache_key_fn=_cache_key, persist_result=True)
-def pretrain_task(shard_dir: str, config: dict, out_dir: str | None = None) -> dict:
-    """Pretrain on a shard directory; return ``{checkpoint, out_dir, metrics}``."""
-    return pretrain(shard_dir, config, out_dir)
-
-
-def pretrain(shard_dir: str, config: dict, out_dir: str | None = None) -> dict[str, Any]:
-    """The body of :func:`pretrain_task` (callable without Prefect)."""
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    """The full :class:`PretrainConfig` dict (defaults filled in), its queue capped at what
+    the shards can fill (``brivl.train.baselines.cap_queue``): the config the run trains."""
     from brivl.train import PretrainConfig
     from brivl.train.baselines import cap_queue
 
-    cfg = PretrainConfig.from_dict(config)
+    shard_dir = params["shard_dir"]
     manifest.read_manifest(shard_dir)  # a clear error when the shards are incomplete
-    capped, note = cap_queue(cfg.to_dict(), _train_rows(shard_dir), max(1, cfg.workers))
+    cfg = PretrainConfig.from_dict(params.get("config")).to_dict()
+    capped, _note = cap_queue(cfg, _train_rows(shard_dir), max(1, cfg["workers"]))
+    return normalised(PretrainConfig, capped)
+
+
+def _report(run: StageRun, params: dict[str, Any]) -> None:
+    """The run's final metrics (``final/*``) on its child run, fresh or cached."""
+    from tasks import tracking
+
+    metrics = manifest.read_manifest(run.out_dir).get("extra", {}).get("metrics", {})
+    tracking.log_metrics(metrics, step=int(metrics.get("step", 0)), prefix="final/")
+
+
+PRETRAIN = Stage("pretrain", PRETRAIN_CODE, _normalise,
+                 inputs=lambda p: [input_identity(p["shard_dir"])], report=_report)
+
+
+@task(**PRETRAIN.task_options())
+def pretrain_task(
+    shard_dir: str, config: dict, out_dir: str | None = None, label: str = "pretrain"
+) -> dict:
+    """Pretrain on a shard directory; return ``{checkpoint, out_dir, metrics}``.
+
+    ``label`` names the MLflow child run (e.g. "pretrain frozen-towers baseline")."""
+    return pretrain(shard_dir, config, out_dir, label)
+
+
+def pretrain(
+    shard_dir: str, config: dict, out_dir: str | None = None, label: str = "pretrain"
+) -> dict[str, Any]:
+    """The body of :func:`pretrain_task` (callable without Prefect)."""
+    params = {"shard_dir": shard_dir, "config": config, "out_dir": out_dir, "label": label}
+    run = PRETRAIN.run(lambda run: _train(run, shard_dir, config), params)
+    return _result(run.out_dir)
+
+
+def _train(run: StageRun, shard_dir: str, raw_config: dict) -> StageOutput:
+    """Train into ``run.out_dir`` (resuming from ``run/checkpoints``); the manifest's counts."""
+    from brivl.train import PretrainConfig
+    from brivl.train.baselines import cap_queue
+
+    cfg = PretrainConfig.from_dict(run.config)
+    _capped, note = cap_queue(PretrainConfig.from_dict(raw_config).to_dict(),
+                              _train_rows(shard_dir), max(1, cfg.workers))
     if note:
         _say(note)
-        cfg = PretrainConfig.from_dict(capped)
-    run = resolve_stage("pretrain", PRETRAIN_CODE, [shard_dir], cfg.to_dict(), out_dir)
-    if run.done:
-        return _result(run.out_dir)
     work = run.out_dir / "run"
     checkpoints = work / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -285,7 +304,8 @@ def _ray_train_loop(loop_config: dict) -> None:
 
 
 # -- finish ----------------------------------------------------------------------------------------
-def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict[str, Any]) -> dict:
+def _finish(run: StageRun, cfg: Any, shard_dir: str, checkpoints: Path,
+            summary: dict[str, Any]) -> StageOutput:
     from brivl.model import load_checkpoint
     from brivl.train import latest_checkpoint, read_metrics_log, retrieval_metrics
 
@@ -310,18 +330,14 @@ def _finish(run: Any, cfg: Any, shard_dir: str, checkpoints: Path, summary: dict
         val = retrieval_metrics(load_checkpoint(final), shard_dir, "val", limit=cfg.val_limit)
         metrics.update({f"val_{k}": v for k, v in val.items()})
     (run.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
-    _log_mlflow_final(metrics)
     init = run.out_dir / "init_checkpoint"  # the step-0 model, the baseline it is compared with
     shutil.rmtree(init, ignore_errors=True)
     shutil.move(str(run.out_dir / "run" / "init"), init)
     shutil.rmtree(run.out_dir / "run", ignore_errors=True)
-    manifest.write_manifest(
-        run.out_dir, stage="pretrain", config=cfg.to_dict(), inputs=run.inputs,
-        code_version=run.code_version,
-        row_counts={"steps": int(metrics["step"]), "samples_seen": int(metrics.get("samples_seen", 0))},
-        extra={"metrics": metrics},
+    return StageOutput(
+        {"steps": int(metrics["step"]), "samples_seen": int(metrics.get("samples_seen", 0))},
+        {"metrics": metrics},
     )
-    return _result(run.out_dir)
 
 
 def _result(out_dir: Path) -> dict[str, Any]:
@@ -400,16 +416,6 @@ def _mlflow_run_id() -> str | None:
         return None
     run = mlflow.active_run()
     return run.info.run_id if run is not None else None
-
-
-def _log_mlflow_final(metrics: dict[str, Any]) -> None:
-    run_id = _mlflow_run_id()
-    if run_id is None:
-        return
-    import mlflow
-
-    values = {f"final/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
-    mlflow.log_metrics(values, step=int(metrics.get("step", 0)), run_id=run_id)
 
 
 def print_summary(result: dict[str, Any]) -> None:

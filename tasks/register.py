@@ -32,6 +32,7 @@ from prefect import task
 from brivl.env import project_home
 from brivl.fingerprint import file_sha256, stable_hash
 from tasks import tracking
+from tasks.stage import Stage, StageOutput, StageRun
 
 MODEL_NAME = "brivl"
 DEFAULT_PRIMARY_METRIC = "retrieval/mean_recall"  # mean of R@1/5/10 both ways
@@ -352,7 +353,34 @@ def resolve_mlflow_uri(uri: str) -> str:
 
 
 # -- the Prefect task -------------------------------------------------------------------------
-@task(name="register")
+REGISTRATION_FILE = "registration.json"
+
+
+def _normalise(params: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": params.get("model_name") or MODEL_NAME,
+            "primary_metric": params.get("primary_metric") or DEFAULT_PRIMARY_METRIC}
+
+
+def _inputs(params: dict[str, Any]) -> list[str]:
+    """The checkpoint, the shards it was trained on, the metrics and tags it is registered with."""
+    from brivl.manifest import read_manifest
+
+    shards = params.get("shards_dir")
+    return [checkpoint_identity(params["checkpoint_dir"]),
+            read_manifest(shards)["hash"] if shards else "",
+            stable_hash(params.get("metrics") or {}), stable_hash(params.get("extra_tags") or {})]
+
+
+def _report(run: Any, params: dict[str, Any]) -> None:
+    result = json.loads((run.out_dir / REGISTRATION_FILE).read_text())
+    mlflow.set_tags({f"{TAG}model_version": result["version"], f"{TAG}model_uri": result["model_uri"]})
+
+
+REGISTER = Stage("register", ("tasks.register", "tasks.pyfunc_model"), _normalise, _inputs,
+                 report=_report)
+
+
+@task(name="register", **REGISTER.task_options())
 def register_task(
     checkpoint_dir: str,
     metrics: dict[str, float],
@@ -365,30 +393,46 @@ def register_task(
 
     A checkpoint already registered under ``model_name`` is not registered again: its
     version and current aliases are returned with ``decision.outcome == "already registered"``.
+    The stage directory keeps the answer (``registration.json``), so the same call again
+    returns it without asking the registry.
     """
+
+    def produce(run: StageRun) -> StageOutput:
+        config = run.config
+        result = _register_once(checkpoint_dir, metrics, config["primary_metric"], shards_dir,
+                                config["model_name"], extra_tags)
+        (run.out_dir / REGISTRATION_FILE).write_text(json.dumps(result, indent=2, sort_keys=True))
+        return StageOutput({"version": int(result["version"])},
+                           {"outcome": result["decision"]["outcome"]})
+
+    params = {"checkpoint_dir": checkpoint_dir, "metrics": metrics,
+              "primary_metric": primary_metric, "shards_dir": shards_dir,
+              "model_name": model_name, "extra_tags": extra_tags}
+    run = REGISTER.run(produce, params)
+    return json.loads((run.out_dir / REGISTRATION_FILE).read_text())
+
+
+def _register_once(checkpoint_dir: str, metrics: dict[str, float], primary_metric: str,
+                   shards_dir: str | None, model_name: str, extra_tags: dict[str, Any] | None,
+                   ) -> dict[str, Any]:
+    """Inside the register child run: the existing version of this checkpoint, else a new one."""
     tags = lineage_tags(checkpoint_dir, shards_dir, **(extra_tags or {}))
+    tracking.log_flat_params({"lineage": tags})
     existing = find_version(tags["checkpoint_id"], model_name)
-    if existing is not None:
-        version = int(existing.version)
-        alias = (existing.aliases or [existing.tags.get(f"{TAG}gate", "")])[0]
-        decision = {"outcome": "already registered", "version": version, "alias": alias}
-        with tracking.stage_run("register", tags={"brivl.cached": True}):
-            mlflow.set_tags(
-                {f"{TAG}gate.outcome": "already registered", f"{TAG}model_version": version}
-            )
-            tracking.log_json(decision, "gate_decision.json")
-        return {
-            "model_name": model_name,
-            "version": version,
-            "alias": alias,
-            "decision": decision,
-            "model_uri": f"models:/{model_name}/{version}",
-            "alias_uri": f"models:/{model_name}@{alias}" if alias else "",
-            "run_id": existing.run_id,
-        }
-    with tracking.stage_run("register"):
-        tracking.log_flat_params(
-            {"model_name": model_name, "primary_metric": primary_metric, "lineage": tags}
-        )
+    if existing is None:
         result = register_model(checkpoint_dir, metrics, primary_metric, tags, model_name)
-    return json.loads(json.dumps(result, default=str))
+        return json.loads(json.dumps(result, default=str))
+    version = int(existing.version)
+    alias = (existing.aliases or [existing.tags.get(f"{TAG}gate", "")])[0]
+    decision = {"outcome": "already registered", "version": version, "alias": alias}
+    mlflow.set_tags({f"{TAG}gate.outcome": "already registered"})
+    tracking.log_json(decision, "gate_decision.json")
+    return {
+        "model_name": model_name,
+        "version": version,
+        "alias": alias,
+        "decision": decision,
+        "model_uri": f"models:/{model_name}/{version}",
+        "alias_uri": f"models:/{model_name}@{alias}" if alias else "",
+        "run_id": existing.run_id,
+    }

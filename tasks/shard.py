@@ -13,47 +13,33 @@ apply_defaults()
 
 from prefect import task  # noqa: E402
 
-from brivl import manifest  # noqa: E402
 from brivl.shard import ShardConfig, write_shards  # noqa: E402
 from tasks.filter import input_id  # noqa: E402
-from tasks.stage import ConfiguredStage, StageRun  # noqa: E402
+from tasks.stage import Stage, StageOutput, StageRun, config_param  # noqa: E402
 
 STAGE = "shard"
-SHARD_CODE = ["brivl.shard"]
+SHARD_CODE = ("brivl.shard",)
 
-
-SHARD_STAGE = ConfiguredStage(STAGE, tuple(SHARD_CODE), ShardConfig, identify=input_id)
+SHARD = Stage(STAGE, SHARD_CODE, config_param(ShardConfig),
+              inputs=lambda p: [input_id(p["input_dir"])])
 
 
 def resolve_shard(
     input_dir: str, config: dict | None = None, out_dir: str | None = None
 ) -> StageRun:
     """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
-    return SHARD_STAGE.resolve(input_dir, config, out_dir)
+    return SHARD.resolve({"input_dir": input_dir, "config": config, "out_dir": out_dir})
 
 
-@task(
-    name="shard",
-    cache_key_fn=SHARD_STAGE.cache_key,
-    persist_result=True,
-    retries=1,
-    retry_delay_seconds=2,
-)
+@task(name="shard", retries=1, retry_delay_seconds=2, **SHARD.task_options())
 def shard_task(input_dir: str, config: dict | None = None, out_dir: str | None = None) -> str:
     """Write fixed-row train/val Parquet shards; return the output directory."""
-    settings = ShardConfig.from_dict(config)
-    run = resolve_shard(input_dir, config, out_dir)
-    if run.done:
-        return str(run.out_dir)
-    result = write_shards(input_dir, run.out_dir, settings)
-    manifest.write_manifest(
-        run.out_dir,
-        stage=STAGE,
-        config=settings.to_dict(),
-        inputs=run.inputs,
-        code_version=run.code_version,
-        row_counts=result.row_counts,
-        extra={"shards": result.shards, "skipped_shards": result.skipped,
-               "reencoded": result.reencoded, "input_dir": str(input_dir)},
-    )
-    return str(run.out_dir)
+
+    def produce(run: StageRun) -> StageOutput:
+        result = write_shards(input_dir, run.out_dir, ShardConfig.from_dict(run.config))
+        return StageOutput(result.row_counts, {
+            "shards": result.shards, "skipped_shards": result.skipped,
+            "reencoded": result.reencoded, "input_dir": str(input_dir)})
+
+    params = {"input_dir": input_dir, "config": config, "out_dir": out_dir}
+    return str(SHARD.run(produce, params).out_dir)

@@ -1,14 +1,28 @@
-"""The shared shape of a pipeline stage as a Prefect task.
+"""The stage contract: one implementation for all ten pipeline stages (crawl, download, filter,
+shard, pretrain, evaluate, register, index, generator, grid).
 
-A stage's identity is ``stage_key(stage, input manifest hashes, config, code version)``. It
-names both the Prefect cache key and the output directory
-(``$BRIVL_HOME/data/<stage>/<key>`` unless ``out_dir`` is given), so a rerun with the same
-inputs, config and code is a Prefect cache hit, and the stage body itself is idempotent:
-it returns at once when its output directory already holds a complete manifest.
+A :class:`Stage` is a name, the code modules that compute it, and two functions of its task's
+parameters: the *normalised* config (the typed config's ``from_dict``, back to a JSON dict, so
+``{}`` and the spelled-out defaults are one run) and the input identities (a stage
+directory's manifest hash, a checkpoint's identity, seed URLs, ...). From these it owns:
+
+- **identity**: ``key = stage_key(stage, inputs, normalised config, code version)``; the
+  output directory ``$BRIVL_HOME/data/<stage>/<key>`` (unless ``out_dir`` is given) and the
+  Prefect cache key ``<stage>-<key>`` (:meth:`Stage.cache_key`);
+- **done**: the directory's manifest names this stage and this key (recomputed from the
+  manifest's stage, inputs, config and code version) and lists no transient rejections;
+- **writing** (:meth:`Stage.run`): under an exclusive lock on the directory (a second
+  writer waits, then finds it done and reuses it), only into an empty directory or one
+  holding this stage's own (partial) output - anything else is refused, never deleted -
+  and the manifest is written last;
+- **its MLflow child run**, nested under the pipeline run when one is open: the normalised
+  config as params (flattened, MLflow-safe, values truncated), the manifest's counts as
+  metrics, ``brivl.cached``. A Prefect cache hit does not run the task body, so the task's
+  on-completion hook (:meth:`Stage.on_completion`) logs that child run.
 
 Cached results are plain JSON, never pickles. Prefect's result record names the serializer
 that reads it back, so whoever can write ``$BRIVL_HOME/prefect/storage`` could otherwise
-make the next run unpickle (execute) anything. :func:`stage_cache_key` therefore pins every
+make the next run unpickle (execute) anything. The cache key function therefore pins every
 stage task's results to :data:`STAGE_SERIALIZER` (plain ``json``, no object hooks) and,
 before Prefect looks a key up, reads the record itself with ``json.loads``: a record that is
 unreadable, oversized, or names any other serializer is deleted, so the lookup is a miss
@@ -18,11 +32,14 @@ the milliseconds between that check and Prefect's read is not caught.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +47,27 @@ from prefect.serializers import JSONSerializer
 
 from brivl import manifest
 from brivl.env import project_home
-from brivl.fingerprint import code_version
+from brivl.fingerprint import canonical_json, code_version
+from tasks.locking import file_lock
 
 STAGE_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
 """Stage results are small JSON values (paths as strings, dicts of numbers)."""
 MAX_RECORD_BYTES = 1_000_000
 TRANSIENT_KEY = "transient_rejections"
 log = logging.getLogger(__name__)
+Params = dict[str, Any]
+
+
+class StageDirError(FileExistsError):
+    """An output directory holds something that is not this stage's output."""
+
+
+@dataclass(frozen=True)
+class StageOutput:
+    """What a stage body computed: the manifest's row counts and its extra fields."""
+
+    row_counts: dict[str, int]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -48,14 +79,27 @@ class StageRun:
     out_dir: Path
     inputs: list[str]
     code_version: str
+    config: Any = None  # the normalised config the key was computed from
+    label: str = ""  # the MLflow child run's name (default: the stage)
+    default_dir: bool = True  # out_dir is the home's data/<stage>/<key>
 
     @property
     def done(self) -> bool:
-        """True when the output directory holds a complete manifest that lists no transient
-        rejections (rows a rerun should try again, e.g. robots.txt was unavailable)."""
-        if not manifest.is_complete(self.out_dir):
+        """True when ``out_dir`` holds a readable manifest of this stage with this key that
+        lists no transient rejections (rows a rerun should try again, e.g. robots.txt was
+        unavailable). Another stage's manifest, or this stage's of another key, is not done."""
+        try:
+            body = manifest.read_manifest(self.out_dir)
+        except manifest.ManifestError:
             return False
-        return not manifest.read_manifest(self.out_dir).get("extra", {}).get(TRANSIENT_KEY)
+        if body["stage"] != self.stage or manifest.manifest_key(body) != self.key:
+            return False
+        return not body.get("extra", {}).get(TRANSIENT_KEY)
+
+    @property
+    def lock_path(self) -> Path:
+        """The lock file next to ``out_dir``; it also records which stage claimed it."""
+        return self.out_dir.parent / f".{self.out_dir.name}.lock"
 
 
 def input_identity(value: Any) -> str:
@@ -65,6 +109,30 @@ def input_identity(value: Any) -> str:
     return str(value)
 
 
+def normalised(config_cls: Any, raw: Any) -> dict[str, Any]:
+    """``config_cls.from_dict(raw)`` back as a plain JSON dict: defaults filled in, types
+    checked, so every spelling of one config is one dict (and one key)."""
+    value = config_cls.from_dict(raw)
+    data = value.to_dict() if hasattr(value, "to_dict") else dataclasses.asdict(value)
+    return json.loads(canonical_json(data))
+
+
+def config_param(config_cls: Any, name: str = "config") -> Callable[[Params], dict[str, Any]]:
+    """A :attr:`Stage.normalise` reading the task parameter ``name`` as a ``config_cls``."""
+    return lambda params: normalised(config_cls, params.get(name))
+
+
+def _make_run(
+    stage: str, code_modules: Sequence[str], input_ids: list[str], config: Any, out_dir: Any
+) -> StageRun:
+    version = code_version(*code_modules)
+    key = manifest.stage_key(stage, input_ids, config, version)
+    default = project_home() / "data" / stage / key
+    target = Path(out_dir).expanduser() if out_dir else default
+    return StageRun(stage, key, target.resolve(), input_ids, version, config,
+                    default_dir=target.resolve() == default.resolve())
+
+
 def resolve_stage(
     stage: str,
     code_modules: Sequence[str],
@@ -72,14 +140,69 @@ def resolve_stage(
     config: Any,
     out_dir: str | Path | None = None,
 ) -> StageRun:
-    """Compute a stage run's key and output directory."""
-    input_ids = [input_identity(v) for v in inputs]
-    version = code_version(*code_modules)
-    key = manifest.stage_key(stage, input_ids, config, version)
-    target = Path(out_dir) if out_dir else project_home() / "data" / stage / key
-    return StageRun(stage, key, target.resolve(), input_ids, version)
+    """A stage run's key and output directory; each input is identified by
+    :func:`input_identity`, ``config`` is used as given."""
+    return _make_run(stage, code_modules, [input_identity(v) for v in inputs], config, out_dir)
 
 
+# -- the output directory ------------------------------------------------------------------
+def _claimed_by(run: StageRun) -> str | None:
+    try:
+        return json.loads(run.lock_path.read_text()).get("stage")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def foreign_content(run: StageRun) -> str | None:
+    """Why ``run.out_dir`` (existing, not empty) is not this stage's to write, or ``None``."""
+    path = run.out_dir / manifest.MANIFEST_NAME
+    if path.is_file():
+        try:
+            other = json.loads(path.read_text()).get("stage")
+        except (OSError, ValueError, AttributeError):
+            return f"its {manifest.MANIFEST_NAME} is unreadable"
+        if other == run.stage:
+            return None  # an earlier output of this stage, redone now
+        return f"it holds a {other!r} stage output (its {manifest.MANIFEST_NAME})"
+    if run.default_dir or _claimed_by(run) == run.stage:
+        return None  # this stage's partial output
+    found = sorted(p.name for p in run.out_dir.iterdir())
+    listed = ", ".join(found[:5]) + (f", ... ({len(found)} entries)" if len(found) > 5 else "")
+    return f"it is not empty ({listed}) and holds no {run.stage} output"
+
+
+def claim(run: StageRun) -> None:
+    """Make ``run.out_dir`` this stage's: empty or new, or holding this stage's (partial)
+    output. Anything else raises :class:`StageDirError`; nothing is deleted."""
+    out = run.out_dir
+    if out.is_dir() and any(out.iterdir()):
+        why = foreign_content(run)
+        if why:
+            raise StageDirError(
+                f"{out}: {why}. The {run.stage} stage writes only into an empty directory or "
+                f"one holding its own (partial) output, and deletes nothing else: give an "
+                "empty or new output directory"
+            )
+    elif out.exists() and not out.is_dir():
+        raise StageDirError(f"{out}: is a file; the {run.stage} stage needs a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    run.lock_path.write_text(json.dumps({"stage": run.stage, "key": run.key}))
+
+
+def publish(run: StageRun, output: StageOutput) -> dict[str, Any]:
+    """Write the manifest of ``run.out_dir`` (last: checksums, counts, normalised config)."""
+    return manifest.write_manifest(
+        run.out_dir,
+        stage=run.stage,
+        config=run.config,
+        inputs=run.inputs,
+        code_version=run.code_version,
+        row_counts=output.row_counts,
+        extra=output.extra,
+    )
+
+
+# -- Prefect's cache -----------------------------------------------------------------------
 def record_path(cache_key: str) -> Path:
     """Where Prefect keeps the result record of ``cache_key`` (its local storage)."""
     return Path(os.environ.get("PREFECT_LOCAL_STORAGE_PATH", "")) / cache_key
@@ -116,16 +239,22 @@ def pin_results(context: Any) -> None:
         context.result_store = store.model_copy(update={"serializer": STAGE_SERIALIZER})
 
 
+def checked_cache_key(context: Any, run: StageRun) -> str:
+    """``<stage>-<key>``, after dropping its record when the directory is no longer done
+    (the stage runs again instead of returning a dead path) or the record is not plain JSON."""
+    cache_key = f"{run.stage}-{run.key}"
+    pin_results(context)
+    record = record_path(cache_key)
+    if record.is_file() and (not run.done or _refused(record)):
+        record.unlink(missing_ok=True)
+    return cache_key
+
+
 def stage_cache_key(
     stage: str, code_modules: Sequence[str], input_params: Sequence[str], config_param: str = "config"
 ) -> Callable[[Any, dict[str, Any]], str]:
-    """A Prefect ``cache_key_fn`` for a stage task.
-
-    ``input_params`` name the task parameters holding input stage directories (or other
-    identifying values). When the output directory has gone missing since a cached run, the
-    stale cache record is dropped so the stage runs again instead of returning a dead path;
-    so is a record that is not a plain JSON one (see the module docstring).
-    """
+    """A Prefect ``cache_key_fn`` over the task parameters ``input_params`` (identified by
+    :func:`input_identity`) and the config as given; :class:`Stage` is the normal way."""
 
     def key_fn(context: Any, parameters: dict[str, Any]) -> str:
         run = resolve_stage(
@@ -135,44 +264,99 @@ def stage_cache_key(
             parameters.get(config_param),
             parameters.get("out_dir"),
         )
-        cache_key = f"{stage}-{run.key}"
-        pin_results(context)
-        record = record_path(cache_key)
-        if record.is_file() and (not run.done or _refused(record)):
-            record.unlink(missing_ok=True)
-        return cache_key
+        return checked_cache_key(context, run)
 
     return key_fn
 
 
-@dataclass(frozen=True)
-class ConfiguredStage:
-    """A one-input stage whose config is a dataclass with ``from_dict``/``to_dict``.
+# -- the contract --------------------------------------------------------------------------
+_resolved: dict[str, tuple[StageRun, Params]] = {}  # cache key -> its run, for the hook
+_resolved_lock = threading.Lock()
 
-    Its identity uses the *normalised* config (defaults filled in), so ``{}`` and the full
-    default config name the same run, and ``identify`` for the input (default: the input
-    directory's manifest hash).
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage's identity, output directory, manifest and MLflow child run.
+
+    ``normalise(params)`` and ``inputs(params)`` read the task's parameters (``out_dir``
+    and, when given, the ``label_param`` naming the child run are read directly).
+    ``report(run, params)`` logs stage-specific extras (metrics, tables, images) into the
+    child run, for a fresh and a cached result alike.
     """
 
-    stage: str
+    name: str
     code_modules: tuple[str, ...]
-    config_cls: Any
-    identify: Callable[[Any], str] = input_identity
-    input_param: str = "input_dir"
+    normalise: Callable[[Params], Any]
+    inputs: Callable[[Params], list[str]]
+    report: Callable[[StageRun, Params], None] | None = None
+    label_param: str = "label"
 
-    def resolve(self, input_dir: Any, config: Any = None, out_dir: str | Path | None = None) -> StageRun:
-        """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
-        settings = self.config_cls.from_dict(config).to_dict()
-        return resolve_stage(
-            self.stage, self.code_modules, [self.identify(input_dir)], settings, out_dir
-        )
+    def resolve(self, params: Params) -> StageRun:
+        """The run these parameters name (key, directory, normalised config)."""
+        config = self.normalise(params)  # a bad config is named before inputs are read
+        run = _make_run(self.name, self.code_modules, list(self.inputs(params)), config,
+                        params.get("out_dir"))
+        return replace(run, label=str(params.get(self.label_param) or self.name))
 
-    def cache_key(self, context: Any, parameters: dict[str, Any]) -> str:
-        """The Prefect ``cache_key_fn``: :func:`stage_cache_key` over normalised parameters."""
-        normalised = {
-            **parameters,
-            self.input_param: self.identify(parameters[self.input_param]),
-            "config": self.config_cls.from_dict(parameters.get("config")).to_dict(),
-        }
-        key_fn = stage_cache_key(self.stage, self.code_modules, [self.input_param])
-        return key_fn(context, normalised)
+    def cache_key(self, context: Any, parameters: Params) -> str:
+        """The Prefect ``cache_key_fn``: ``<stage>-<key>`` of the normalised parameters."""
+        run = self.resolve(parameters)
+        cache_key = checked_cache_key(context, run)
+        with _resolved_lock:
+            _resolved[cache_key] = (run, dict(parameters))
+        return cache_key
+
+    def task_options(self) -> dict[str, Any]:
+        """The ``@task`` options every stage task uses (cache key, JSON results, hook)."""
+        return {"cache_key_fn": self.cache_key, "persist_result": True,
+                "on_completion": [self.on_completion]}
+
+    def run(self, produce: Callable[[StageRun], StageOutput | None], params: Params) -> StageRun:
+        """Resolve ``params``; under the directory's lock, unless done, claim the directory,
+        ``produce`` into it and write the manifest (``produce`` returning ``None`` says it
+        wrote the manifest itself); log the child run either way."""
+        run = self.resolve(params)
+        with file_lock(run.lock_path, f"the {run.stage} output {run.out_dir}"):
+            cached = run.done
+            with self.child_run(run, cached):
+                if not cached:
+                    claim(run)
+                    output = produce(run)
+                    if output is not None:
+                        publish(run, output)
+                    if not manifest.is_complete(run.out_dir):
+                        raise RuntimeError(f"{run.out_dir}: the {run.stage} stage wrote no manifest")
+                self.log_outcome(run, params)
+        return run
+
+    @contextlib.contextmanager
+    def child_run(self, run: StageRun, cached: bool) -> Iterator[Any]:
+        """The stage's MLflow child run, its normalised config logged as params."""
+        from tasks import tracking
+
+        tags = {"brivl.stage": run.stage, "brivl.cached": cached, "brivl.key": run.key,
+                "brivl.out_dir": str(run.out_dir)}
+        with tracking.stage_run(run.label or run.stage, tags=tags) as active:
+            tracking.log_flat_params({"config": run.config, "inputs": run.inputs})
+            yield active
+
+    def log_outcome(self, run: StageRun, params: Params) -> None:
+        """Inside the child run: the manifest (counts as metrics) and the stage's report."""
+        from tasks import tracking
+
+        tracking.log_manifest(run.out_dir, run.stage)
+        if self.report is not None:
+            self.report(run, params)
+
+    def on_completion(self, task: Any, task_run: Any, state: Any) -> None:
+        """Prefect hook: a cache hit ran no task body, so log its child run here."""
+        if state.name != "Cached":
+            return
+        storage_key = getattr(getattr(state.data, "metadata", None), "storage_key", None)
+        with _resolved_lock:
+            found = _resolved.get(Path(str(storage_key or "")).name)
+        if found is None or not found[0].done:
+            return
+        run, params = found
+        with self.child_run(run, cached=True):
+            self.log_outcome(run, params)

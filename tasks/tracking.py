@@ -42,9 +42,12 @@ def _mlflow() -> Any:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
+    from tasks.stores import prepare_tracking_store
+
     uri = os.environ["MLFLOW_TRACKING_URI"]
     if mlflow.get_tracking_uri() != uri:
         mlflow.set_tracking_uri(uri)
+    prepare_tracking_store()  # a fresh home's schema, created once under a file lock
     return mlflow
 
 

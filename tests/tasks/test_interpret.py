@@ -119,12 +119,41 @@ def test_prompt_grid_is_logged_to_the_active_mlflow_run(inputs, generator_dir, t
     assert [r["prompt"] for r in summary["results"]] == prompts
     assert summary["methods"] == ["visualize", "generate"]
     assert len(summary["generate_similarity_matrix"]) == 2
-    logged = [a.path for a in mlflow.MlflowClient().list_artifacts(run_id, "interpretation")]
+    client = mlflow.MlflowClient()
+    (child,) = client.search_runs(  # the grid stage's own child run of the active run
+        [client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
+    )
+    assert child.data.tags["brivl.stage"] == "grid" and child.data.tags["brivl.cached"] == "False"
+    assert child.data.params["config.prompts"] == json.dumps(prompts)
+    assert child.data.params["config.visualize.steps"] == "3"
+    logged = [a.path for a in client.list_artifacts(child.info.run_id, "interpretation")]
     assert GRID_ARTIFACT in logged and "interpretation/prompt_grid.json" in logged
     local = mlflow.artifacts.download_artifacts(
-        run_id=run_id, artifact_path=GRID_ARTIFACT, dst_path=str(tmp_path)
+        run_id=child.info.run_id, artifact_path=GRID_ARTIFACT, dst_path=str(tmp_path)
     )
     assert Path(local).read_bytes() == Path(path).read_bytes()
+
+
+def test_prompt_grid_is_a_cached_stage(inputs, generator_dir, tmp_path):
+    """Issue 16 item 7: the grid was redrawn on every run; now a rerun is a cache hit."""
+    prompts = ["a green circle"]
+    config = {"visualize": {"steps": 2}, "generate": {"steps": 2}, "cell": 32}
+
+    @flow
+    def twice() -> list[tuple[str, str]]:
+        states = [prompt_grid_task(inputs["ckpt"], generator_dir, prompts, config,
+                                   return_state=True) for _ in range(2)]
+        return [(s.name, s.result()) for s in states]
+
+    (first_state, first), (second_state, second) = twice()
+    assert (first_state, second_state) == ("Completed", "Cached") and first == second
+    body = read_manifest(Path(first).parent)
+    assert body["stage"] == "grid" and body["row_counts"] == {"prompts": 1, "methods": 2}
+    assert body["config"]["visualize"]["lr"] == 0.05  # normalised: defaults filled in
+    stamp = Path(first).stat().st_mtime_ns
+    spelled_out = {**config, "cell": 32, "visualize": body["config"]["visualize"]}
+    assert prompt_grid_task.fn(inputs["ckpt"], generator_dir, prompts, spelled_out) == first
+    assert Path(first).stat().st_mtime_ns == stamp  # the same run: nothing redrawn
 
 
 def test_cli_writes_pngs_of_the_requested_size(inputs, generator_dir, tmp_path, capsys):

@@ -143,8 +143,16 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
     metrics = result["metrics"]
     assert metrics["resumed_from_step"] == int(last.split("-")[1]) >= 4
     assert metrics["step"] == 10 and (out / "_manifest.json").is_file()
-    history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "train/loss")
+    client = mlflow.tracking.MlflowClient()
+    (child,) = client.search_runs(  # the curves land on the stage's own child run
+        [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'"
+    )
+    assert child.data.tags["brivl.stage"] == "pretrain" and child.info.run_name == "pretrain"
+    assert client.get_metric_history(run.info.run_id, "train/loss") == []
+    history = client.get_metric_history(child.info.run_id, "train/loss")
     assert sorted(m.step for m in history) == list(range(metrics["resumed_from_step"] + 1, 11))
+    assert child.data.params["config.steps"] == "10"
+    assert child.data.metrics["final/step"] == 10
     # a finished stage directory is returned as is
     assert pretrain(str(shards), config, str(out)) == result
 

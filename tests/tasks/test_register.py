@@ -110,7 +110,10 @@ def test_alias_loads_the_checkpoints_embeddings(checkpoints: list[Path]) -> None
 def test_register_task_registers_a_checkpoint_once(checkpoints: list[Path]) -> None:
     name = f"once-{uuid.uuid4().hex[:8]}"
     first = register.register_task.fn(str(checkpoints[1]), {PRIMARY: 0.2}, PRIMARY, model_name=name)
-    again = register.register_task.fn(str(checkpoints[1]), {PRIMARY: 0.2}, PRIMARY, model_name=name)
+    same = register.register_task.fn(str(checkpoints[1]), {PRIMARY: 0.2}, PRIMARY, model_name=name)
+    assert same == first  # the same stage run: its recorded answer, the registry not asked
+    # the same checkpoint with other metrics: another stage run, but no second version
+    again = register.register_task.fn(str(checkpoints[1]), {PRIMARY: 0.3}, PRIMARY, model_name=name)
     assert first["alias"] == "champion" and again["version"] == first["version"]
     assert again["decision"]["outcome"] == "already registered" and again["alias"] == "champion"
     run = mlflow.MlflowClient().get_run(first["run_id"])
