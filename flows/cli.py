@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``brivl`` console script."""
     apply_defaults()
     args = build_parser().parse_args(argv)
+    from tasks.stores import prepare_orchestration_store
+
+    prepare_orchestration_store()  # a fresh home's Prefect database, migrated once under a lock
     return int(args._run(args) or 0)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from importlib import metadata
 from pathlib import Path
 
 from brivl.env import apply_defaults
@@ -49,10 +50,8 @@ def prepare_tracking_store() -> None:
 
 def prefect_marker() -> Path:
     """The file saying this home's Prefect database is migrated for this Prefect version."""
-    import prefect
-
     home = Path(os.environ.get("PREFECT_HOME") or apply_defaults() / "prefect")
-    return home / f".brivl-db-ready-{prefect.__version__}"
+    return home / f".brivl-db-ready-{metadata.version('prefect')}"
 
 
 def prepare_orchestration_store() -> None:
@@ -74,6 +73,7 @@ def prepare_orchestration_store() -> None:
 
 
 def prepare_stores() -> None:
-    """Both stores (call before the first flow of a process runs)."""
+    """Both stores (before the first flow of a process runs; the CLI prepares Prefect's and
+    :mod:`tasks.tracking` MLflow's on first use)."""
     prepare_orchestration_store()
     prepare_tracking_store()
