@@ -128,7 +128,7 @@ def bare_img2dataset(candidates_dir: Path, out_dir: Path, config: DownloadConfig
         thread_count=config.thread_count,
         number_sample_per_shard=config.number_sample_per_shard,
         distributor=config.distributor,
-        user_agent_token=config.user_agent_token,
+        user_agent_token=config.robots_token,
         disallowed_header_directives=list(config.disallowed_header_directives),
         compute_hash=config.compute_hash,
         extract_exif=False,

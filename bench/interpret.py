@@ -31,15 +31,15 @@ apply_defaults()
 import torch  # noqa: E402
 
 from brivl.interpret import (  # noqa: E402
-    GenerateConfig,
-    GeneratorConfig,
+    TextToImageConfig,
     VisualizeConfig,
     VQGenerator,
+    VQGeneratorConfig,
     generate,
     train_generator,
     visualize,
 )
-from brivl.interpret.common import AugmentConfig, frozen  # noqa: E402
+from brivl.interpret.common import ViewAugmentConfig, frozen  # noqa: E402
 from brivl.model import create_model  # noqa: E402
 from brivl.model.tokenizer import train_tokenizer  # noqa: E402
 
@@ -78,15 +78,15 @@ def baseline(model: torch.nn.Module, views: int, steps: int) -> float:
 def bench_model(name: str, steps: int, views: int) -> list[dict]:
     model = build(name)
     size = model.config.image_size
-    augment = AugmentConfig(n_views=views)
-    generator = VQGenerator(GeneratorConfig()).eval()
+    augment = ViewAugmentConfig(n_views=views)
+    generator = VQGenerator(VQGeneratorConfig()).eval()
     base = baseline(model, views, steps)
     vis = per_100(
         lambda n: visualize(model, "a red circle", VisualizeConfig(steps=n, augment=augment)), steps
     )
     gen = per_100(
         lambda n: generate(
-            model, generator, "a red circle", GenerateConfig(steps=n, augment=augment)
+            model, generator, "a red circle", TextToImageConfig(steps=n, augment=augment)
         ),
         steps,
     )
@@ -108,7 +108,7 @@ def bench_model(name: str, steps: int, views: int) -> list[dict]:
 
 
 def bench_generator_training(steps: int) -> dict:
-    config = GeneratorConfig(steps=steps)
+    config = VQGeneratorConfig(steps=steps)
     images = [torch.rand(3, config.image_size, config.image_size) for _ in range(64)]
     start = time.perf_counter()
     train_generator(images, config)

@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
+from brivl.config_parse import bounded, config_from_dict
 from brivl.report import progress
 
 SPLITS = ("train", "val")
@@ -62,12 +63,15 @@ _READ_BATCH = 256
 class ShardConfig:
     """How pairs are laid out for training."""
 
-    rows_per_shard: int = 2048  # every shard but the last of a split has exactly this many
-    val_fraction: float = 0.02  # share of keys that go to val, decided by key hash
-    row_group_rows: int = 128  # rows per Parquet row group: the unit a streaming reader loads
+    rows_per_shard: int = bounded(2048, min=1, max=10_000_000)  # every shard but the last of
+    #                                                              a split has exactly this many
+    val_fraction: float = bounded(0.02, min=0, max=0.99)  # share of keys in val, by key hash
+    row_group_rows: int = bounded(128, min=1, max=10_000_000)  # rows per Parquet row group:
+    #                                                            the unit a streaming reader loads
     split_salt: str = "brivl-split-v1"  # change it to draw a different (still stable) split
-    jpeg_quality: int = 95  # for re-encoding non-JPEG input images
-    compression: str = "snappy"  # for the text columns; JPEG bytes are stored uncompressed
+    jpeg_quality: int = bounded(95, min=1, max=100)  # for re-encoding non-JPEG input images
+    compression: str = bounded("snappy", choices=("snappy", "zstd", "gzip", "brotli", "lz4", "none"))
+    #                          for the text columns; JPEG bytes are stored uncompressed
 
     def __post_init__(self) -> None:
         problems = []
@@ -84,13 +88,8 @@ class ShardConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> ShardConfig:
-        """Build from a plain dict; unknown keys are an error."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown shard config keys {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
+        """Build from a plain dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, values, "shard")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -34,9 +34,9 @@ GRID_ARTIFACT = f"{GRID_ARTIFACT_DIR}/prompt_grid.png"
 
 
 def _generator_config(params: dict[str, Any]) -> dict[str, Any]:
-    from brivl.interpret.vqgan import GeneratorConfig
+    from brivl.interpret.vqgan import VQGeneratorConfig
 
-    return normalised(GeneratorConfig, params.get("config"))
+    return normalised(VQGeneratorConfig, params.get("config"))
 
 
 GENERATOR = Stage(GENERATOR_STAGE, GENERATOR_CODE, _generator_config,
@@ -49,9 +49,9 @@ def train_generator_task(shard_dir: str, config: dict, out_dir: str | None = Non
 
     def produce(run: StageRun) -> StageOutput:
         from brivl.interpret.data import ReadStats, iter_shard_images
-        from brivl.interpret.vqgan import GeneratorConfig, save_generator, train_generator
+        from brivl.interpret.vqgan import VQGeneratorConfig, save_generator, train_generator
 
-        cfg = GeneratorConfig.from_dict(run.config)
+        cfg = VQGeneratorConfig.from_dict(run.config)
         stats, log = ReadStats(), []
         images = iter_shard_images(shard_dir, "train", limit=cfg.max_images, stats=stats)
         model = train_generator(images, cfg, report=lambda step, m: log.append({"step": step, **m}))
@@ -69,7 +69,7 @@ def train_generator_task(shard_dir: str, config: dict, out_dir: str | None = Non
 
 def grid_config(params: dict[str, Any]) -> dict[str, Any]:
     """The grid's normalised config: the prompts, both algorithms' configs, the cell size."""
-    from brivl.interpret.generate import GenerateConfig
+    from brivl.interpret.generate import TextToImageConfig
     from brivl.interpret.visualize import VisualizeConfig
 
     config = dict(params.get("config") or {})
@@ -81,7 +81,7 @@ def grid_config(params: dict[str, Any]) -> dict[str, Any]:
     return {
         "prompts": [str(p) for p in params.get("prompts") or []],
         "visualize": normalised(VisualizeConfig, config.get("visualize")),
-        "generate": normalised(GenerateConfig, config.get("generate")),
+        "generate": normalised(TextToImageConfig, config.get("generate")),
         "cell": int(config.get("cell", 128)),
     }
 
@@ -126,7 +126,7 @@ def prompt_grid_task(
 ) -> str:
     """Visualise (and generate) every prompt; write the PNG grid, log it to MLflow; return its path.
 
-    ``config``: ``{"visualize": {...VisualizeConfig}, "generate": {...GenerateConfig},
+    ``config``: ``{"visualize": {...VisualizeConfig}, "generate": {...TextToImageConfig},
     "cell": pixels per grid cell}``. ``checkpoint_dir`` may also be a model URI.
     """
 
@@ -147,7 +147,7 @@ def prompt_grid_task(
 
 def _render(checkpoint: str, generator_dir: str | None, config: dict, out: Path) -> dict:
     """Draw the grid into ``out`` (``prompt_grid.png``, ``prompt_grid.json``); its summary."""
-    from brivl.interpret.generate import GenerateConfig
+    from brivl.interpret.generate import TextToImageConfig
     from brivl.interpret.grid import render_prompt_grid
     from brivl.interpret.loading import load_model
     from brivl.interpret.visualize import VisualizeConfig
@@ -158,7 +158,7 @@ def _render(checkpoint: str, generator_dir: str | None, config: dict, out: Path)
         load_generator(generator_dir) if generator_dir else None,
         config["prompts"],
         VisualizeConfig.from_dict(config["visualize"]),
-        GenerateConfig.from_dict(config["generate"]),
+        TextToImageConfig.from_dict(config["generate"]),
         cell=config["cell"],
     )
     grid.save(out / "prompt_grid.png")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
+
+from brivl.config_parse import bounded, config_from_dict
 
 # An image's text fields (brivl.crawl.parse.ImageRef), in the order compose takes them.
 CAPTION_FIELDS = ("alt", "title", "figcaption", "sibling", "cell", "heading", "surrounding")
@@ -89,14 +91,14 @@ class CaptionPolicy:
     ``{}`` is the default policy.
     """
 
-    mode: str = "compose"
+    mode: str = bounded("compose", choices=CAPTION_MODES)
     """``"compose"`` or ``"first"``."""
     priority: tuple[str, ...] = ()
     """Fields in the order they are taken; empty: the mode's :data:`DEFAULT_PRIORITY`."""
     field_max_chars: dict[str, int] = field(default_factory=dict)
     """compose: most characters taken from a field (cut after a sentence or word; 0: whole);
     entries given override :data:`DEFAULT_FIELD_MAX_CHARS`."""
-    compose_max_chars: int = 400
+    compose_max_chars: int = bounded(400, min=0)
     """compose: fields after the first are added while the caption stays within this (the
     last one cut to fit); the first is kept whole so the filter still judges its length.
     0: no total."""
@@ -106,9 +108,9 @@ class CaptionPolicy:
     dedupe: bool = True
     """compose: leave out a field an earlier one says already (whole words, any case); an
     earlier one a later field says again in full makes way for it."""
-    min_chars: int = 5
+    min_chars: int = bounded(5, min=0)
     """first: the shortest text a field may give."""
-    max_chars: int = 0
+    max_chars: int = bounded(0, min=0)
     """Both modes: the caption is cut at this many characters (0: not cut - judging length
     is the filter's job)."""
     skip_boilerplate: bool = True
@@ -133,13 +135,8 @@ class CaptionPolicy:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CaptionPolicy:
-        """Build from a JSON dict; unknown keys raise naming them and the accepted ones."""
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown crawl.caption keys {unknown}; accepted: {sorted(names)}")
-        return cls(**data)
+        """Build from a JSON dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "crawl.caption")
 
     def choose(self, texts: dict[str, str]) -> tuple[str, str]:
         """``(caption, source)``: source names the fields used, joined by ``+`` in caption
@@ -236,12 +233,12 @@ class CrawlConfig:
     """Hosts (and their subdomains) whose pages are followed; empty = the seeds' hosts."""
     allow_cidrs: tuple[str, ...] = ()
     """Non-public networks the SSRF guard lets through, e.g. ``("127.0.0.1/32",)``."""
-    max_depth: int = 3
+    max_depth: int = bounded(3, min=0, max=100)
     """Link hops from a seed (seed pages are depth 0)."""
     pagination_same_depth: bool = True
     """``rel=next`` links (``<link rel=next>``, ``<a rel=next>``) keep the page's depth, so a
     paginated gallery is followed to its end (``max_pages`` still bounds the crawl)."""
-    max_pages: int = 1000
+    max_pages: int = bounded(1000, min=1, max=10_000_000)
     """Most pages fetched (robots-disallowed pages are not fetched and do not count)."""
     user_agent: str = "brivl-crawler/0.1 (+https://github.com/brivl/brivl)"
     """User-Agent header sent with every page and robots.txt request."""
@@ -249,33 +246,33 @@ class CrawlConfig:
     """Product token matched against robots.txt groups and robots meta/X-Robots-Tag names."""
     optout_directives: tuple[str, ...] = ("noai", "noimageai")
     """Robots meta (or page X-Robots-Tag) directives that opt a page's images out."""
-    workers: int = 8
+    workers: int = bounded(8, min=1, max=256)
     """Threads fetching pages."""
-    per_host_concurrency: int = 2
+    per_host_concurrency: int = bounded(2, min=1, max=256)
     """Most requests in flight to one host."""
-    per_host_delay_s: float = 0.0
+    per_host_delay_s: float = bounded(0.0, min=0, max=3600)
     """Least seconds between request starts to one host (a robots Crawl-delay, if larger,
     wins)."""
-    timeout_s: float = 10.0
+    timeout_s: float = bounded(10.0, gt=0, max=3600)
     """Connect / per-read timeout of one request."""
-    total_timeout_s: float = 30.0
+    total_timeout_s: float = bounded(30.0, gt=0, max=86_400)
     """Whole-transfer limit of one page."""
-    max_page_bytes: int = 5_000_000
+    max_page_bytes: int = bounded(5_000_000, min=1, max=1_000_000_000)
     """Pages larger than this are dropped (recorded as ``too_large``)."""
-    max_redirects: int = 5
+    max_redirects: int = bounded(5, min=0, max=50)
     """Redirect hops followed per fetch (each hop is SSRF- and robots-checked)."""
     check_image_hosts: bool = True
     """Apply the SSRF guard to image URLs too (``decision = "ssrf_blocked"``)."""
-    surrounding_paragraphs: int = 1
+    surrounding_paragraphs: int = bounded(1, min=0, max=100)
     """Paragraphs taken before and after an image's figure as its surrounding text."""
-    max_text_chars: int = 10_000
+    max_text_chars: int = bounded(10_000, min=0, max=10_000_000)
     """Cut for each raw text field of a candidate (alt, title, figcaption, sibling, cell,
     heading, surrounding); generous, so that the filter stage still sees overlong texts."""
     caption: CaptionPolicy = field(default_factory=CaptionPolicy)
     """How the caption is made from an image's texts (composed by default)."""
-    rows_per_part: int = 100_000
+    rows_per_part: int = bounded(100_000, min=1, max=100_000_000)
     """Candidates per Parquet part file."""
-    warc_robots: str = "fetch"
+    warc_robots: str = bounded("fetch", choices=("fetch", "allow", "disallow"))
     """WARC input: hosts without a robots.txt record in the WARC get theirs ``"fetch"``-ed
     live, or are treated as ``"allow"``-all or ``"disallow"``-all."""
 
@@ -295,13 +292,8 @@ class CrawlConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> CrawlConfig:
-        """Build from a JSON dict; unknown keys raise naming them and the accepted ones."""
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown crawl config keys {unknown}; accepted: {sorted(names)}")
-        return cls(**data)
+        """Build from a JSON dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "crawl")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able dict (tuples become lists)."""

@@ -149,7 +149,7 @@ class Crawler:
         page = parse_page(
             text,
             fetched.final_url,
-            user_agent_token=self.config.robots_token,
+            robots_token=self.config.robots_token,
             surrounding_paragraphs=self.config.surrounding_paragraphs,
             max_text_chars=self.config.max_text_chars,
         )

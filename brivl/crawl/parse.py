@@ -74,7 +74,7 @@ def clean(text: str | None) -> str:
     return _SPACE.sub(" ", text or "").strip()
 
 
-def directives(value: str, user_agent_token: str = "") -> set[str]:
+def directives(value: str, robots_token: str = "") -> set[str]:
     """Directives of a robots meta ``content`` / X-Robots-Tag value, lower-cased.
 
     ``"otherbot: noai"`` applies only to ``otherbot``; an unprefixed list applies to all.
@@ -84,7 +84,7 @@ def directives(value: str, user_agent_token: str = "") -> set[str]:
         part = part.strip().lower()
         if ":" in part:
             agent, _, directive = part.partition(":")
-            if agent.strip() not in ("", user_agent_token.lower()):
+            if agent.strip() not in ("", robots_token.lower()):
                 continue
             part = directive.strip()
         if part:
@@ -367,11 +367,11 @@ def _links(tree: LexborHTMLParser, base: str, page: ParsedPage) -> None:
             page.next_pages.append(link)
 
 
-def _robots(tree: LexborHTMLParser, user_agent_token: str) -> set[str]:
+def _robots(tree: LexborHTMLParser, robots_token: str) -> set[str]:
     out: set[str] = set()
     for meta in tree.css("meta[name]"):
         name = (meta.attributes.get("name") or "").strip().lower()
-        if name in ("robots", user_agent_token.lower()) and name:
+        if name in ("robots", robots_token.lower()) and name:
             out |= directives(meta.attributes.get("content") or "")
     return out
 
@@ -407,7 +407,7 @@ def parse_page(
     html: str,
     page_url: str,
     *,
-    user_agent_token: str = "",
+    robots_token: str = "",
     surrounding_paragraphs: int = 1,
     max_text_chars: int = 10_000,
 ) -> ParsedPage:
@@ -419,7 +419,7 @@ def parse_page(
     tree = LexborHTMLParser(html)
     base = _base_url(tree, page_url)
     page = ParsedPage(page_title=_text(tree.css_first("title")))
-    page.robots_directives = _robots(tree, user_agent_token)
+    page.robots_directives = _robots(tree, robots_token)
     _links(tree, base, page)
     nodes = tree.css(", ".join((*HEADING_TAGS, "img")))  # document order
     count = ImageCounts(n for n in nodes if n.tag == "img")

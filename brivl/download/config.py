@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
+
+from brivl.config_parse import bounded, config_from_dict
 
 OUTPUT_FORMATS = ("parquet", "webdataset", "files")
 RESIZE_MODES = ("no", "keep_ratio", "keep_ratio_largest", "center_crop", "border")
@@ -14,51 +16,51 @@ DISTRIBUTORS = ("multiprocessing", "ray")
 class DownloadConfig:
     """How candidates are downloaded (img2dataset options plus brivl's guards)."""
 
-    output_format: str = "parquet"
+    output_format: str = bounded("parquet", choices=OUTPUT_FORMATS)
     """img2dataset writer: ``parquet`` (image bytes in a column), ``webdataset`` (tar +
     parquet metadata) or ``files``."""
-    image_size: int = 384
+    image_size: int = bounded(384, min=1, max=16_384)
     """Target size in pixels for the resize mode."""
-    resize_mode: str = "keep_ratio"
+    resize_mode: str = bounded("keep_ratio", choices=RESIZE_MODES)
     """``no`` keeps the original pixels; ``keep_ratio`` scales the shorter side to
     ``image_size``; see img2dataset for ``center_crop``, ``border``, ``keep_ratio_largest``."""
     resize_only_if_bigger: bool = True
     """Only downscale, never upscale."""
-    encode_format: str = "jpg"
+    encode_format: str = bounded("jpg", choices=("jpg", "png", "webp"))
     """Stored image encoding (``jpg``, ``png``, ``webp``)."""
-    encode_quality: int = 95
+    encode_quality: int = bounded(95, min=0, max=100)
     """JPEG/WebP quality (PNG compression level for png)."""
-    timeout_s: float = 10.0
+    timeout_s: float = bounded(10.0, gt=0, max=3600)
     """Per-request socket timeout (connect and each read), and the deadline for receiving a
     whole image body (a slowly trickling body times out too)."""
-    max_image_bytes: int = 50_000_000
+    max_image_bytes: int = bounded(50_000_000, min=1, max=10_000_000_000)
     """Image bodies larger than this are refused (``too_large``)."""
-    retries: int = 0
+    retries: int = bounded(0, min=0, max=20)
     """Extra attempts per failed image (404s are retried too: keep small)."""
-    processes_count: int = 2
+    processes_count: int = bounded(2, min=1, max=1024)
     """img2dataset worker processes."""
-    thread_count: int = 16
+    thread_count: int = bounded(16, min=1, max=1024)
     """Download threads per process."""
-    number_sample_per_shard: int = 1000
+    number_sample_per_shard: int = bounded(1000, min=1, max=10_000_000)
     """Rows per output shard (a shard is the unit of resume)."""
-    distributor: str = "multiprocessing"
+    distributor: str = bounded("multiprocessing", choices=DISTRIBUTORS)
     """img2dataset distributor: ``multiprocessing`` or ``ray`` (needs Ray started)."""
-    incremental_mode: str = "incremental"
+    incremental_mode: str = bounded("incremental", choices=("incremental", "overwrite"))
     """``incremental``: a rerun skips shards already finished (resume after a kill)."""
-    user_agent_token: str = "brivl"
-    """Token img2dataset adds to its User-Agent, matched against robots.txt and
-    ``X-Robots-Tag: <token>: ...``."""
+    robots_token: str = "brivl"
+    """Product token matched against robots.txt groups and ``X-Robots-Tag: <token>: ...``
+    (the crawl's ``robots_token``; img2dataset also adds it to its User-Agent)."""
     disallowed_header_directives: tuple[str, ...] = ("noai", "noimageai", "noindex", "noimageindex")
     """X-Robots-Tag directives on an image response that refuse its use."""
     allow_cidrs: tuple[str, ...] = ()
     """Non-public networks the SSRF guard lets through (e.g. ``("127.0.0.1/32",)``)."""
     recheck_robots: bool = True
     """Check robots.txt again before downloading (rules may have changed since the crawl)."""
-    max_image_pixels: int = 89_478_485
+    max_image_pixels: int = bounded(89_478_485, min=1)
     """Images whose header declares more pixels are refused before decoding (PIL's limit)."""
-    min_image_size: int = 0
+    min_image_size: int = bounded(0, min=0)
     """img2dataset's smallest accepted side (0: leave tiny images to the filter stage)."""
-    compute_hash: str = "sha256"
+    compute_hash: str = bounded("sha256", choices=("md5", "sha256", "sha512"))
     """Hash of the downloaded bytes stored per row (``md5``, ``sha256``, ``sha512``)."""
     sniff_images: bool = True
     """Inspect image headers to tell not-an-image, truncated and bomb apart."""
@@ -81,13 +83,8 @@ class DownloadConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> DownloadConfig:
-        """Build from a JSON dict; unknown keys raise naming them and the accepted ones."""
-        data = dict(data or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown download config keys {unknown}; accepted: {sorted(names)}")
-        return cls(**data)
+        """Build from a JSON dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "download")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

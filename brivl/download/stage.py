@@ -69,7 +69,7 @@ def precheck(
     """
     guard = AddressGuard(config.allow_cidrs)
     fetcher = Fetcher(guard, ROBOTS_USER_AGENT, timeout_s=config.timeout_s)
-    robots = RobotsCache(fetcher.fetch_robots, config.user_agent_token)
+    robots = RobotsCache(fetcher.fetch_robots, config.robots_token)
     rows = table.to_pylist()
     keep, rejected = [], []
     for row in rows:
@@ -145,7 +145,7 @@ def run_img2dataset(
                 number_sample_per_shard=config.number_sample_per_shard,
                 distributor=config.distributor,
                 incremental_mode=config.incremental_mode,
-                user_agent_token=config.user_agent_token,
+                user_agent_token=config.robots_token,
                 disallowed_header_directives=list(config.disallowed_header_directives),
                 min_image_size=config.min_image_size,
                 max_image_area=config.max_image_pixels,  # after decoding: defence in depth
@@ -321,7 +321,7 @@ def run_download(
         pq.write_table(to_download, input_file)
         settings = GuardSettings(
             allow_cidrs=config.allow_cidrs,
-            robots_token=config.user_agent_token,
+            robots_token=config.robots_token,
             robots_user_agent=ROBOTS_USER_AGENT,
             robots=robots_seen,
             max_image_pixels=config.max_image_pixels,

@@ -51,6 +51,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from brivl.errors import InputError
+
 KINDS: dict[str, tuple[str, ...]] = {
     "image_classification": ("image", "label"),
     "retrieval": ("image", "captions"),
@@ -65,7 +67,7 @@ KIND_BY_NAME = {
 }
 
 
-class EvalSetError(ValueError):
+class EvalSetError(InputError):
     """An evaluation Parquet file cannot be used as it is (named file, column, what is accepted)."""
 
 

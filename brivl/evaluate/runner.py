@@ -8,13 +8,14 @@ Metric names are ``<set name>/<metric>``, e.g. ``retrieval/i2t_r1``, ``zeroshot_
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
+from brivl.config_parse import bounded, config_from_dict
 from brivl.evaluate import datasets, formats, metrics, vqa
 from brivl.report import track
 
@@ -40,30 +41,21 @@ class EvalConfig:
         "{}",
     )  # zero-shot image classification prompts, ensembled per class
     text_templates: tuple[str, ...] = ("{}", "a text about {}.")  # label prompts, text task
-    ks: tuple[int, ...] = (1, 5, 10)  # retrieval recall@k
+    ks: tuple[int, ...] = bounded((1, 5, 10), min=1, max=100_000)  # retrieval recall@k
     linear_probe: bool = True  # also fit a logistic regression on image-classification sets
-    probe_test_fraction: float = 0.5  # stratified held-out share for the probe
-    probe_c: float = 1.0  # inverse L2 strength of the probe
-    vqa_test_fraction: float = 0.5  # held-out share when a VQA set has no ``split`` column
+    probe_test_fraction: float = bounded(0.5, gt=0, max=0.99)  # stratified held-out share
+    probe_c: float = bounded(1.0, gt=0)  # inverse L2 strength of the probe
+    vqa_test_fraction: float = bounded(0.5, gt=0, max=0.99)  # held-out share when a VQA set
+    #                                                          has no ``split`` column
     vqa_head: vqa.VQAHeadConfig = field(default_factory=vqa.VQAHeadConfig)
-    batch_size: int = 64  # encoder batch size
-    max_rows: int | None = None  # read at most this many rows per set (None: all)
-    seed: int = 0  # splits and head initialisation
+    batch_size: int = bounded(64, min=1, max=65_536)  # encoder batch size
+    max_rows: int | None = bounded(None, min=1)  # read at most this many rows per set
+    seed: int = bounded(0, min=0)  # splits and head initialisation
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None) -> EvalConfig:
-        """Build from a JSON-like dict (unknown keys are an error naming the accepted ones)."""
-        raw = dict(raw or {})
-        names = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise ValueError(f"unknown evaluation config keys {unknown}; accepted: {sorted(names)}")
-        for key in ("image_templates", "text_templates", "ks"):
-            if key in raw:
-                raw[key] = tuple(raw[key])
-        if isinstance(raw.get("vqa_head"), Mapping):
-            raw["vqa_head"] = vqa.VQAHeadConfig(**raw["vqa_head"])
-        return cls(**raw)
+        """Build from a JSON-like dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, raw, "eval")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (what tasks pass around and MLflow logs as params)."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from brivl.config_parse import bounded
 from brivl.evaluate.fit import adam_fit
 
 
@@ -19,11 +20,11 @@ from brivl.evaluate.fit import adam_fit
 class VQAHeadConfig:
     """Size and training length of the scoring head."""
 
-    hidden: int = 128  # hidden units of the MLP
-    epochs: int = 200  # full-batch Adam steps
-    lr: float = 3e-3  # Adam learning rate
-    weight_decay: float = 1e-4  # Adam weight decay
-    seed: int = 0  # torch seed for the head's initialisation
+    hidden: int = bounded(128, min=1, max=65_536)  # hidden units of the MLP
+    epochs: int = bounded(200, min=1, max=1_000_000)  # full-batch Adam steps
+    lr: float = bounded(3e-3, gt=0, max=10)  # Adam learning rate
+    weight_decay: float = bounded(1e-4, min=0)  # Adam weight decay
+    seed: int = bounded(0, min=0)  # torch seed for the head's initialisation
 
 
 class VQAHead(nn.Module):

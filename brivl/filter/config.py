@@ -7,6 +7,8 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any
 
+from brivl.config_parse import bounded, config_from_dict
+
 # Every input row is kept, or rejected by the FIRST of these rules it fails, in this order.
 # Per-row rules (image first: a bad image makes the pair useless whatever its text says):
 ROW_RULES = (
@@ -62,27 +64,28 @@ def default_blocklist() -> list[str]:
 class FilterConfig:
     """What a kept image-text pair must satisfy. Dedup keeps the first by sorted candidate id."""
 
-    min_image_side: int = 64  # pixels; the shorter side of the original image
-    max_aspect_ratio: float = 3.0  # longer side / shorter side (DataComp's basic filter)
-    max_image_pixels: int = 89_478_485  # larger images are treated as decompression bombs
-    min_caption_chars: int = 5
-    max_caption_chars: int = 1000
-    min_caption_words: int = 2  # each CJK character counts as one word
-    max_caption_words: int = 200
+    min_image_side: int = bounded(64, min=0, max=100_000)  # pixels; the original's shorter side
+    max_aspect_ratio: float = bounded(3.0, min=1)  # longer / shorter side (DataComp's basic)
+    max_image_pixels: int = bounded(89_478_485, min=1)  # larger: treated as decompression bombs
+    min_caption_chars: int = bounded(5, min=0)
+    max_caption_chars: int = bounded(1000, min=0)
+    min_caption_words: int = bounded(2, min=0)  # each CJK character counts as one word
+    max_caption_words: int = bounded(200, min=0)
     repair_text: bool = True  # ftfy: fix mojibake, HTML entities, control chars; kept repaired
     blocklist: list[str] = field(default_factory=default_blocklist)  # words or phrases
     spam_patterns: list[str] = field(default_factory=lambda: list(DEFAULT_SPAM_PATTERNS))
-    spam_min_words: int = 4  # the repetition checks apply from this many words on
-    spam_min_unique_ratio: float = 0.4  # distinct words / words below this is spam
-    spam_max_token_share: float = 0.5  # one word being more than this share of words is spam
-    spam_max_symbol_ratio: float = 0.3  # characters that are neither letters, digits nor space
+    spam_min_words: int = bounded(4, min=0)  # the repetition checks apply from this many words
+    spam_min_unique_ratio: float = bounded(0.4, min=0, max=1)  # distinct / all words below: spam
+    spam_max_token_share: float = bounded(0.5, min=0, max=1)  # one word's share above: spam
+    spam_max_symbol_ratio: float = bounded(0.3, min=0, max=1)  # neither letters, digits, space
     languages: list[str] = field(default_factory=lambda: ["en"])  # empty list: any language
     allow_undetermined_language: bool = True  # keep captions the detector cannot place
     dedup_exact: bool = True  # sha256 of the image bytes
-    near_dup_max_distance: int = 8  # Hamming distance of a per-channel pHash; -1: off
-    near_dup_max_pixel_diff: float = 40.0  # thumbnail difference limit (see thumb_difference)
+    near_dup_max_distance: int = bounded(8, min=-1, max=31)  # per-channel pHash Hamming
+    #                                                          distance; -1: off
+    near_dup_max_pixel_diff: float = bounded(40.0, min=0)  # thumbnail difference limit
     dedup_url: bool = True
-    max_identical_captions: int = 5  # kept rows sharing one normalised caption; 0: no cap
+    max_identical_captions: int = bounded(5, min=0)  # kept rows per normalised caption; 0: any
 
     def __post_init__(self) -> None:
         self.blocklist = sorted({str(w).strip().lower() for w in self.blocklist if str(w).strip()})
@@ -109,13 +112,8 @@ class FilterConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> FilterConfig:
-        """Build from a plain dict (e.g. a task parameter); unknown keys are an error."""
-        values = dict(values or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown filter config keys {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
+        """Build from a plain dict (e.g. a task parameter), every field checked (ConfigError)."""
+        return config_from_dict(cls, values, "filter")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict with every field (the stage config that enters the cache key)."""

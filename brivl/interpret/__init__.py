@@ -10,28 +10,28 @@ the latent grid of an image generator (any :class:`Generator`; the pipeline trai
 >>> result.image.save("red_circle.png"); result.trace[0], result.trace[-1]
 """
 
-from brivl.interpret.common import AugmentConfig, EmbeddingModel, image_text_similarity
+from brivl.interpret.common import EmbeddingModel, ViewAugmentConfig, image_text_similarity
 from brivl.interpret.data import ReadStats, iter_shard_images
-from brivl.interpret.generate import GenerateConfig, GenerateResult, Generator, generate
+from brivl.interpret.generate import GenerateResult, Generator, TextToImageConfig, generate
 from brivl.interpret.grid import compose_grid, render_prompt_grid
 from brivl.interpret.visualize import VisualizeConfig, VisualizeResult, visualize
 from brivl.interpret.vqgan import (
-    GeneratorConfig,
     VQGenerator,
+    VQGeneratorConfig,
     load_generator,
     save_generator,
     train_generator,
 )
 
 __all__ = [
-    "AugmentConfig",
     "EmbeddingModel",
-    "GenerateConfig",
     "GenerateResult",
     "Generator",
-    "GeneratorConfig",
     "ReadStats",
+    "TextToImageConfig",
     "VQGenerator",
+    "VQGeneratorConfig",
+    "ViewAugmentConfig",
     "VisualizeConfig",
     "VisualizeResult",
     "compose_grid",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from brivl.config_parse import bounded
 from brivl.model.precision import autocast
 
 
@@ -127,16 +128,17 @@ def image_text_similarity(
 
 
 @dataclass
-class AugmentConfig:
-    """Random views taken of the image at every optimisation step."""
+class ViewAugmentConfig:
+    """Random views of the optimised image at every interpretation step (not the training
+    augmentation, :class:`brivl.train.TrainAugmentConfig`)."""
 
-    n_views: int = 4  # augmented copies per step (the loss averages over them)
-    jitter: float = 0.06  # max translation, as a fraction of the image side
-    scale_min: float = 0.9  # zoom range (>1 zooms in)
-    scale_max: float = 1.1
-    rotate_deg: float = 10.0  # max rotation either way, degrees
+    n_views: int = bounded(4, min=1, max=256)  # augmented copies per step (the loss averages)
+    jitter: float = bounded(0.06, min=0, max=1)  # max translation, a fraction of the side
+    scale_min: float = bounded(0.9, gt=0, max=10)  # zoom range (>1 zooms in)
+    scale_max: float = bounded(1.1, gt=0, max=10)
+    rotate_deg: float = bounded(10.0, min=0, max=180)  # max rotation either way, degrees
     flip: bool = False  # random horizontal flips
-    padding_mode: str = "reflection"  # grid_sample padding: reflection | border | zeros
+    padding_mode: str = bounded("reflection", choices=("reflection", "border", "zeros"))
 
     def __post_init__(self) -> None:
         if self.n_views < 1:
@@ -153,7 +155,7 @@ class AugmentConfig:
 
 
 def random_views(
-    image: torch.Tensor, config: AugmentConfig, generator: torch.Generator
+    image: torch.Tensor, config: ViewAugmentConfig, generator: torch.Generator
 ) -> torch.Tensor:
     """``config.n_views`` random affine views of one ``[1,3,H,W]`` image -> ``[n,3,H,W]``."""
     n = config.n_views
@@ -201,7 +203,7 @@ def optimise_input(
     *,
     steps: int,
     lr: float,
-    augment: AugmentConfig,
+    augment: ViewAugmentConfig,
     tv_weight: float,
     l2_weight: float,
     generator: torch.Generator,
@@ -242,13 +244,3 @@ def optimise_input(
     return OptimiseResult(final, trace)
 
 
-def config_from_dict(cls: type, data: dict[str, Any] | None) -> Any:
-    """Build a config dataclass from a plain dict, naming unknown keys; nested ``augment`` ok."""
-    data = dict(data or {})
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown keys {unknown}; accepted: {sorted(names)}")
-    if isinstance(data.get("augment"), dict):
-        data["augment"] = config_from_dict(AugmentConfig, data["augment"])
-    return cls(**data)

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from brivl.config_parse import bounded, config_from_dict
 from brivl.interpret.common import (
-    AugmentConfig,
     EmbeddingModel,
-    config_from_dict,
+    ViewAugmentConfig,
     frozen,
     optimise_input,
     tensor_to_pil,
@@ -48,27 +48,27 @@ class Generator(Protocol):
 
 
 @dataclass
-class GenerateConfig:
+class TextToImageConfig:
     """Everything that decides a text-to-image result (same config and seed => same image)."""
 
-    steps: int = 200  # Adam steps on the latent
-    size: int | None = None  # output side in pixels; None = the generator's image size
-    lr: float = 0.05  # Adam learning rate on the latent
-    seed: int = 0  # seeds the initial latent and every augmentation draw
+    steps: int = bounded(200, min=0, max=1_000_000)  # Adam steps on the latent
+    size: int | None = bounded(None, min=8, max=4096)  # output side; None: the generator's
+    lr: float = bounded(0.05, gt=0, max=100)  # Adam learning rate on the latent
+    seed: int = bounded(0, min=0)  # seeds the initial latent and every augmentation draw
     snap_to_codebook: bool = False  # quantise (straight-through) when the generator can
-    latent_l2_weight: float = 0.0  # pull the latent towards its starting point
-    tv_weight: float = 0.0  # total-variation regulariser weight on the decoded image
-    l2_weight: float = 0.0  # L2 pull of the decoded image towards mid-grey
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    latent_l2_weight: float = bounded(0.0, min=0)  # pull the latent towards its start
+    tv_weight: float = bounded(0.0, min=0)  # total-variation weight on the decoded image
+    l2_weight: float = bounded(0.0, min=0)  # L2 pull of the decoded image towards mid-grey
+    augment: ViewAugmentConfig = field(default_factory=ViewAugmentConfig)
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 8:
             raise ValueError(f"size must be >= 8 pixels (or None), got {self.size}")
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> GenerateConfig:
-        """From a plain (JSON) dict such as ``dataclasses.asdict`` produced."""
-        return config_from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any] | None) -> TextToImageConfig:
+        """From a plain (JSON) dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "generate")
 
 
 @dataclass
@@ -79,7 +79,7 @@ class GenerateResult:
     trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
     latent: torch.Tensor  # the optimised latent [1, *latent_shape]
     text: str
-    config: GenerateConfig
+    config: TextToImageConfig
 
     @property
     def initial_similarity(self) -> float:
@@ -94,11 +94,11 @@ def generate(
     model: EmbeddingModel,
     generator: Generator,
     text: str,
-    config: GenerateConfig | None = None,
+    config: TextToImageConfig | None = None,
     on_step: Callable[[int, float], None] | None = None,
 ) -> GenerateResult:
     """Optimise ``generator``'s latent so the frozen model embeds its image close to ``text``."""
-    config = config or GenerateConfig()
+    config = config or TextToImageConfig()
     quantize = getattr(generator, "quantize", None) if config.snap_to_codebook else None
     if config.snap_to_codebook and quantize is None:
         raise ValueError(

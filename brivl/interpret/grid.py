@@ -13,7 +13,7 @@ from typing import Any
 from PIL import Image, ImageDraw, ImageFont
 
 from brivl.interpret.common import EmbeddingModel, image_text_similarity
-from brivl.interpret.generate import GenerateConfig, Generator, generate
+from brivl.interpret.generate import Generator, TextToImageConfig, generate
 from brivl.interpret.visualize import VisualizeConfig, visualize
 from brivl.report import track
 
@@ -26,7 +26,7 @@ def render_prompt_grid(
     generator: Generator | None,
     prompts: Sequence[str],
     visualize_config: VisualizeConfig | None = None,
-    generate_config: GenerateConfig | None = None,
+    generate_config: TextToImageConfig | None = None,
     cell: int = 128,
 ) -> tuple[Image.Image, dict[str, Any]]:
     """Run both algorithms for every prompt; return the grid image and a JSON-able summary."""

@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from PIL import Image
 
+from brivl.config_parse import bounded, config_from_dict
 from brivl.interpret.common import (
-    AugmentConfig,
     EmbeddingModel,
-    config_from_dict,
+    ViewAugmentConfig,
     model_image_size,
     optimise_input,
     tensor_to_pil,
@@ -29,17 +29,17 @@ from brivl.interpret.params import PARAM_KINDS, make_image_param
 class VisualizeConfig:
     """Everything that decides the visualisation (same config and seed => same image)."""
 
-    steps: int = 256  # Adam steps
-    size: int | None = None  # output side in pixels; None = the model's input size
-    lr: float = 0.05  # Adam learning rate on the parameterisation
-    seed: int = 0  # seeds the initial image and every augmentation draw
-    param: str = "fourier"  # image parameterisation: fourier | pixel
+    steps: int = bounded(256, min=0, max=1_000_000)  # Adam steps
+    size: int | None = bounded(None, min=8, max=4096)  # output side; None: the model's input
+    lr: float = bounded(0.05, gt=0, max=100)  # Adam learning rate on the parameterisation
+    seed: int = bounded(0, min=0)  # seeds the initial image and every augmentation draw
+    param: str = bounded("fourier", choices=PARAM_KINDS)  # image parameterisation
     decorrelate: bool = True  # optimise in a decorrelated colour space
-    fourier_decay: float = 1.0  # spectrum scaling 1/f**decay (fourier only)
-    init_sd: float = 0.01  # std of the random initial parameters
-    tv_weight: float = 0.05  # total-variation regulariser weight
-    l2_weight: float = 0.0  # L2 pull towards mid-grey
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    fourier_decay: float = bounded(1.0, min=0, max=10)  # spectrum scaling 1/f**decay
+    init_sd: float = bounded(0.01, min=0, max=10)  # std of the random initial parameters
+    tv_weight: float = bounded(0.05, min=0)  # total-variation regulariser weight
+    l2_weight: float = bounded(0.0, min=0)  # L2 pull towards mid-grey
+    augment: ViewAugmentConfig = field(default_factory=ViewAugmentConfig)
 
     def __post_init__(self) -> None:
         if self.param not in PARAM_KINDS:
@@ -49,8 +49,8 @@ class VisualizeConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> VisualizeConfig:
-        """From a plain (JSON) dict such as ``dataclasses.asdict`` produced."""
-        return config_from_dict(cls, data)
+        """From a plain (JSON) dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "visualize")
 
 
 @dataclass

@@ -26,7 +26,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from brivl.interpret.common import config_from_dict, pil_to_tensor
+from brivl.config_parse import bounded, config_from_dict
+from brivl.interpret.common import pil_to_tensor
 from brivl.report import progress
 
 WEIGHTS_NAME = "generator.safetensors"
@@ -37,28 +38,30 @@ Report = Callable[[int, dict[str, float]], None]
 
 
 @dataclass
-class GeneratorConfig:
-    """Architecture and training of the VQ generator."""
+class VQGeneratorConfig:
+    """Architecture and training of the VQ generator (the image prior of Algorithm 2)."""
 
-    image_size: int = 64  # training crops and decoded images are this square size
-    channels: int = 16  # base width of encoder and decoder (CPU-sized; 64+ on a GPU)
-    channel_mult: tuple[int, ...] = (1, 2, 2)  # width per level; downsampling 2**(levels-1)
-    res_blocks: int = 1  # residual blocks per level
-    latent_dim: int = 16  # D: channels of the latent grid and of each code
-    codebook_size: int = 256  # K: number of codes
-    beta: float = 0.25  # commitment loss weight
-    steps: int = 500  # optimiser steps
-    batch_size: int = 8
-    lr: float = 1e-3
-    l1_weight: float = 1.0
-    perceptual_weight: float = 0.1
-    perceptual: str = "random"  # perceptual features: random (fixed conv net) | lite0 | none
-    adversarial_weight: float = 0.0  # 0 = no discriminator
-    adversarial_start: int = 0  # step at which the adversarial loss switches on
-    max_images: int = 10_000  # images kept in memory for training
+    image_size: int = bounded(64, min=8, max=1024)  # training crops and decoded images' side
+    channels: int = bounded(16, min=1, max=1024)  # base width of encoder and decoder
+    channel_mult: tuple[int, ...] = bounded((1, 2, 2), min=1, max=64)  # width per level;
+    #                                                   downsampling 2**(levels-1)
+    res_blocks: int = bounded(1, min=0, max=64)  # residual blocks per level
+    latent_dim: int = bounded(16, min=1, max=4096)  # D: channels of the latent grid and codes
+    codebook_size: int = bounded(256, min=2, max=1_048_576)  # K: number of codes
+    beta: float = bounded(0.25, min=0)  # commitment loss weight
+    steps: int = bounded(500, min=0, max=100_000_000)  # optimiser steps
+    batch_size: int = bounded(8, min=1, max=65_536)
+    lr: float = bounded(1e-3, gt=0, max=10)
+    l1_weight: float = bounded(1.0, min=0)
+    perceptual_weight: float = bounded(0.1, min=0)
+    perceptual: str = bounded("random", choices=PERCEPTUAL_KINDS)  # perceptual features:
+    #                                                  random (fixed conv net) | lite0 | none
+    adversarial_weight: float = bounded(0.0, min=0)  # 0 = no discriminator
+    adversarial_start: int = bounded(0, min=0)  # step at which the adversarial loss starts
+    max_images: int = bounded(10_000, min=1, max=10_000_000)  # images kept in memory
     flip: bool = True  # random horizontal flips of training images
-    seed: int = 0
-    log_every: int = 25  # report metrics every this many steps
+    seed: int = bounded(0, min=0)
+    log_every: int = bounded(25, min=1)  # report metrics every this many steps
 
     def __post_init__(self) -> None:
         self.channel_mult = tuple(int(m) for m in self.channel_mult)
@@ -77,8 +80,9 @@ class GeneratorConfig:
         return 2 ** (len(self.channel_mult) - 1)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> GeneratorConfig:
-        return config_from_dict(cls, data)
+    def from_dict(cls, data: dict[str, Any] | None) -> VQGeneratorConfig:
+        """From a plain (JSON) dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, data, "generator")
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -99,7 +103,7 @@ class ResBlock(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: VQGeneratorConfig) -> None:
         super().__init__()
         widths = [cfg.channels * m for m in cfg.channel_mult]
         layers: list[nn.Module] = [nn.Conv2d(3, widths[0], 3, padding=1)]
@@ -118,7 +122,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: GeneratorConfig) -> None:
+    def __init__(self, cfg: VQGeneratorConfig) -> None:
         super().__init__()
         widths = [cfg.channels * m for m in cfg.channel_mult][::-1]
         c = widths[0]
@@ -166,7 +170,7 @@ class VQGenerator(nn.Module):
 
     kind = "vqgan"
 
-    def __init__(self, config: GeneratorConfig) -> None:
+    def __init__(self, config: VQGeneratorConfig) -> None:
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
@@ -297,7 +301,7 @@ def prepare_image(image: Image.Image | torch.Tensor, size: int) -> torch.Tensor:
 
 
 def load_images(
-    images: Iterable[Image.Image | torch.Tensor], config: GeneratorConfig
+    images: Iterable[Image.Image | torch.Tensor], config: VQGeneratorConfig
 ) -> torch.Tensor:
     """Up to ``config.max_images`` training images as one ``[N,3,S,S]`` uint8 tensor."""
     kept: list[torch.Tensor] = []
@@ -312,7 +316,7 @@ def load_images(
 
 def train_generator(
     images: Iterable[Image.Image | torch.Tensor],
-    config: GeneratorConfig | None = None,
+    config: VQGeneratorConfig | None = None,
     report: Report | None = None,
 ) -> VQGenerator:
     """Train a :class:`VQGenerator` on ``images``; ``report(step, metrics)`` every log_every steps.
@@ -321,7 +325,7 @@ def train_generator(
     ``adv_g`` / ``adv_d`` (when the discriminator is on), ``codes_used`` (distinct codes in
     the batch) and ``loss`` (the generator's total).
     """
-    config = config or GeneratorConfig()
+    config = config or VQGeneratorConfig()
     data = load_images(images, config)  # [N,3,S,S] uint8
     generator = torch.Generator().manual_seed(config.seed)
     with torch.random.fork_rng(devices=[]):
@@ -348,7 +352,7 @@ def train_generator(
     return model.eval()
 
 
-def _batch(data: torch.Tensor, config: GeneratorConfig, generator: torch.Generator) -> torch.Tensor:
+def _batch(data: torch.Tensor, config: VQGeneratorConfig, generator: torch.Generator) -> torch.Tensor:
     index = torch.randint(len(data), (config.batch_size,), generator=generator)
     batch = data[index].float().div(255)
     if config.flip:
@@ -377,7 +381,7 @@ def _generator_step(
     opt: torch.optim.Optimizer,
     real: torch.Tensor,
     step: int,
-    config: GeneratorConfig,
+    config: VQGeneratorConfig,
 ) -> dict[str, float]:
     zq, vq_loss, index = model.codebook(model.encode(real))
     fake = model.decode(zq)
@@ -438,6 +442,6 @@ def load_generator(path: str | Path) -> VQGenerator:
     body = json.loads(config_file.read_text())
     if body.get("kind") != VQGenerator.kind:
         raise ValueError(f"{config_file}: kind {body.get('kind')!r}; this code loads 'vqgan'")
-    model = VQGenerator(GeneratorConfig.from_dict(body["config"]))
+    model = VQGenerator(VQGeneratorConfig.from_dict(body["config"]))
     model.load_state_dict(load_file(str(weights_file)))
     return model.eval()

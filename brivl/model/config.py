@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import copy
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from brivl.config_parse import ConfigError, bounded, config_from_dict
 from brivl.model.efficientnet import VARIANTS
 
 REGISTRY_DIR = Path(__file__).resolve().parents[1] / "model_configs"
@@ -19,26 +20,25 @@ TEXT_ENCODERS = ("scratch", "hf")
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
-
-class ConfigError(ValueError):
-    """A model config that cannot be built; the message names the field."""
+WIDTH = 65_536  # the widest layer any field may ask for (a limit against typos like 2**31)
 
 
 @dataclass
 class ImageTowerConfig:
     backbone: str = TINY_CNN  # tiny-cnn | efficientnet-b0..b7 | efficientnet-lite0..4
     pretrained: str | None = None  # None (random), "imagenet" (shipped Lite0 file) or a weight file
-    cnn_channels: list[int] = field(default_factory=lambda: [32, 64, 128])  # tiny-cnn stages
-    frozen_stages: int = 0  # EfficientNet: stem + first N of 7 stages frozen
+    cnn_channels: list[int] = bounded([32, 64, 128], min=1, max=WIDTH)  # tiny-cnn stages
+    frozen_stages: int = bounded(0, min=0, max=7)  # EfficientNet: stem + first N of 7 frozen
     freeze_bn: bool = False  # keep every backbone BatchNorm on its running statistics
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))  # of pixels in [0, 1]
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
-    scales: list[int] = field(default_factory=lambda: [1, 6])  # grids pooled: 1 + 36 = 37 patches
-    patch_dim: int = 128  # width of the patch Transformer
-    patch_layers: int = 1
-    patch_heads: int = 4
-    patch_ffn: int = 512  # feed-forward width of the patch Transformer
-    head_hidden: int = 256  # MLP head: patch_dim -> head_hidden -> embed_dim (0: one linear layer)
+    scales: list[int] = bounded([1, 6], min=1, max=64)  # grids pooled: 1 + 36 = 37 patches
+    patch_dim: int = bounded(128, min=1, max=WIDTH)  # width of the patch Transformer
+    patch_layers: int = bounded(1, min=0, max=128)
+    patch_heads: int = bounded(4, min=1, max=1024)
+    patch_ffn: int = bounded(512, min=1, max=WIDTH)  # feed-forward width of the patch Transformer
+    head_hidden: int = bounded(256, min=0, max=WIDTH)  # MLP head: patch_dim -> head_hidden ->
+    #                                                    embed_dim (0: one linear layer)
     identity_init: bool = False  # patch Transformer starts as the identity (zero residual branches)
     dropout: float = 0.0
 
@@ -48,17 +48,18 @@ class TextTowerConfig:
     encoder: str = "scratch"  # scratch (plain torch Transformer) | hf (local HF directory)
     pretrained: str | None = None  # hf: "minilm" or a local directory with config.json + weights
     tokenizer: str | None = None  # "minilm", a tokenizer.json/dir, or None (caller passes one)
-    vocab_size: int | None = None  # scratch: filled in from the tokenizer
-    width: int | None = 128  # hidden size; hf: taken from the pretrained config
-    layers: int = 2  # scratch encoder layers
-    heads: int = 4
-    ffn: int = 512
-    max_length: int = 32  # tokens per text, [CLS]/[SEP] included
-    frozen_layers: int = 0  # embeddings + lower N encoder layers frozen (0: nothing frozen)
-    token_layers: int = 1  # extra Transformer layers over the encoder's tokens
-    token_heads: int = 4
-    token_ffn: int = 512  # feed-forward width of the token layers
-    head_hidden: int = 256  # MLP head: width -> head_hidden -> embed_dim (0: one linear layer)
+    vocab_size: int | None = bounded(None, min=1, max=10_000_000)  # scratch: from the tokenizer
+    width: int | None = bounded(128, min=1, max=WIDTH)  # hidden size; hf: the pretrained one
+    layers: int = bounded(2, min=1, max=128)  # scratch encoder layers
+    heads: int = bounded(4, min=1, max=1024)
+    ffn: int = bounded(512, min=1, max=WIDTH)
+    max_length: int = bounded(32, min=3, max=8192)  # tokens per text, [CLS]/[SEP] included
+    frozen_layers: int = bounded(0, min=0, max=128)  # embeddings + lower N encoder layers frozen
+    token_layers: int = bounded(1, min=0, max=128)  # extra Transformer layers over the tokens
+    token_heads: int = bounded(4, min=1, max=1024)
+    token_ffn: int = bounded(512, min=1, max=WIDTH)  # feed-forward width of the token layers
+    head_hidden: int = bounded(256, min=0, max=WIDTH)  # MLP head: width -> head_hidden ->
+    #                                                    embed_dim (0: one linear layer)
     identity_init: bool = False  # token layers start as the identity (zero residual branches)
     dropout: float = 0.0
     hf_config: dict[str, Any] | None = None  # hf: the encoder's config (filled in on creation)
@@ -67,10 +68,11 @@ class TextTowerConfig:
 @dataclass
 class BriVLConfig:
     name: str = "custom"
-    embed_dim: int = 128  # joint space dimension (both towers, L2-normalised)
-    image_size: int = 96  # square input side in pixels
-    queue_size: int = 1024  # K keys per queue; must be a multiple of the global batch
-    temperature: float = 0.07
+    embed_dim: int = bounded(128, min=1, max=WIDTH)  # joint space dimension (both towers)
+    image_size: int = bounded(96, min=32, max=4096)  # square input side in pixels
+    queue_size: int = bounded(1024, min=1, max=1_048_576)  # K keys per queue; a multiple of
+    #                                                        the global batch
+    temperature: float = bounded(0.07, gt=0, max=100)
     in_batch_negatives: bool = False  # also contrast against the other keys of the batch
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
@@ -80,20 +82,9 @@ class BriVLConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BriVLConfig:
-        data = copy.deepcopy(dict(data))
-        _check_keys(data, cls, "")
-        image = data.pop("image", {}) or {}
-        text = data.pop("text", {}) or {}
-        _check_keys(image, ImageTowerConfig, "image.")
-        _check_keys(text, TextTowerConfig, "text.")
-        return cls(**data, image=ImageTowerConfig(**image), text=TextTowerConfig(**text))
-
-
-def _check_keys(data: dict[str, Any], cls: type, prefix: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown config field {prefix}{unknown[0]}; accepted: {sorted(known)}")
+        """Build from a JSON dict (a registry file, a checkpoint's config.json), every field
+        checked (ConfigError names it)."""
+        return config_from_dict(cls, copy.deepcopy(data), "model")
 
 
 def list_models() -> list[str]:

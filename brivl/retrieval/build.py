@@ -25,7 +25,7 @@ import logging
 import math
 import shutil
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from brivl.config_parse import bounded, config_from_dict
 from brivl.fingerprint import file_sha256, stable_hash
 from brivl.manifest import MANIFEST_NAME, read_manifest
 from brivl.report import progress
@@ -55,9 +56,10 @@ CHECKPOINT_FILES = ("model.safetensors", "config.json", "tokenizer.json", "check
 class IndexConfig:
     """How the retrieval index is built."""
 
-    splits: list[str] = field(default_factory=lambda: ["train", "val"])  # shard splits indexed
-    batch_size: int = 64  # rows per encoder call
-    rows_per_file: int = 100_000  # rows per embedding/metadata partition file
+    splits: list[str] = bounded(["train", "val"], choices=("train", "val"))  # splits indexed
+    batch_size: int = bounded(64, min=1, max=65_536)  # rows per encoder call
+    rows_per_file: int = bounded(100_000, min=1, max=100_000_000)  # rows per embedding/metadata
+    #                                                               partition file
     index_name: str = "brivl"  # the ``indice_name`` clients pass to /knn-service
     index_key: str | None = (
         None  # faiss factory string; None: autofaiss picks (Flat < 1000 rows, then HNSW)
@@ -66,18 +68,13 @@ class IndexConfig:
     current_memory_available: str = "8G"  # autofaiss: memory it may use while building
     # autofaiss tunes search parameters for the best recall within this query time; its
     # default (10 ms) spends the whole latency budget in faiss (HNSW efSearch in the 1000s)
-    max_index_query_time_ms: float = 1.0
-    nb_cores: int | None = None  # faiss threads while building; None: all cores
+    max_index_query_time_ms: float = bounded(1.0, gt=0)
+    nb_cores: int | None = bounded(None, min=1, max=1024)  # faiss threads building; None: all
 
     @classmethod
     def from_dict(cls, values: dict[str, Any] | None) -> IndexConfig:
-        """Build from a JSON-able dict; unknown keys are an error naming what is accepted."""
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown index config keys {unknown}; accepted: {sorted(known)}")
-        return cls(**values)
+        """Build from a JSON-able dict, every field checked (ConfigError names it)."""
+        return config_from_dict(cls, values, "index")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

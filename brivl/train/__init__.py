@@ -7,7 +7,7 @@
 """
 
 from brivl.train.augment import decode_augment_batch, random_resized_crop_box
-from brivl.train.config import AugmentConfig, PretrainConfig, TrainConfig
+from brivl.train.config import PretrainConfig, TrainAugmentConfig, TrainConfig
 from brivl.train.data import ShardBatches, prefetch, read_captions, read_split, shard_files
 from brivl.train.loop import (
     build_model,
@@ -28,9 +28,9 @@ from brivl.train.state import (
 from brivl.train.validate import retrieval_metrics
 
 __all__ = [
-    "AugmentConfig",
     "PretrainConfig",
     "ShardBatches",
+    "TrainAugmentConfig",
     "TrainConfig",
     "build_model",
     "decode_augment_batch",

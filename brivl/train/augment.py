@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from brivl.train.config import AugmentConfig
+from brivl.train.config import TrainAugmentConfig
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
 _RGB2YIQ = np.array(
@@ -32,7 +32,7 @@ def decode_augment_batch(
     batch: dict[str, Any],
     *,
     image_size: int,
-    augment: AugmentConfig | dict | None = None,
+    augment: TrainAugmentConfig | dict | None = None,
     seed: int | None = None,
     epoch: int = 0,
 ) -> dict[str, np.ndarray]:
@@ -43,7 +43,7 @@ def decode_augment_batch(
     and ``error`` says why). A bad image never raises.
     """
     if isinstance(augment, dict):
-        augment = AugmentConfig(**augment)
+        augment = TrainAugmentConfig(**augment)
     images = list(batch["image"])
     n = len(images)
     keys = [str(k) for k in batch["key"]] if "key" in batch else [str(i) for i in range(n)]
@@ -103,7 +103,7 @@ def _sample_rng(seed: int | None, epoch: int, key: str) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, zlib.crc32(key.encode())])
 
 
-def _load(data: Any, size: int, aug: AugmentConfig | None, rng: np.random.Generator) -> np.ndarray:
+def _load(data: Any, size: int, aug: TrainAugmentConfig | None, rng: np.random.Generator) -> np.ndarray:
     img = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(bytes(data)))
     width, height = img.size
     if aug is not None:
@@ -127,7 +127,7 @@ def _load(data: Any, size: int, aug: AugmentConfig | None, rng: np.random.Genera
     return arr
 
 
-def _colour(pixels: np.ndarray, aug: AugmentConfig, rngs: list[np.random.Generator]) -> np.ndarray:
+def _colour(pixels: np.ndarray, aug: TrainAugmentConfig, rngs: list[np.random.Generator]) -> np.ndarray:
     """Colour jitter and random greyscale, vectorised over the batch (uint8 in, uint8 out)."""
     n = len(rngs)
     draws = np.array([r.random(6) for r in rngs], dtype=np.float32)  # [B, 6]

@@ -4,61 +4,71 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from brivl.config_parse import ConfigError, bounded, config_from_dict
+from brivl.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_STEPS
 
 
 @dataclass
-class AugmentConfig:
-    """BriVL/MoCo-v2 style image augmentation, applied per sample while decoding."""
+class TrainAugmentConfig:
+    """Training-sample augmentation (BriVL/MoCo-v2 style), applied per sample while decoding
+    shard images; not the interpretation views (:class:`brivl.interpret.ViewAugmentConfig`)."""
 
     enabled: bool = True
-    crop_scale: tuple[float, float] = (0.5, 1.0)  # random resized crop: area fraction kept
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # ... and aspect ratio range
-    jitter_p: float = 0.8  # probability of colour jitter
-    brightness: float = 0.4  # factor drawn from [1-b, 1+b]
-    contrast: float = 0.4
-    saturation: float = 0.4
-    hue: float = 0.1  # hue rotation drawn from [-h, h] turns (0.5 = 180 degrees)
-    grayscale_p: float = 0.2  # probability of converting to greyscale
-    hflip_p: float = 0.5  # probability of a horizontal flip
+    crop_scale: tuple[float, float] = bounded((0.5, 1.0), gt=0, max=1)  # random resized crop:
+    #                                                                    area fraction kept
+    crop_ratio: tuple[float, float] = bounded((3 / 4, 4 / 3), gt=0, max=100)  # aspect range
+    jitter_p: float = bounded(0.8, min=0, max=1)  # probability of colour jitter
+    brightness: float = bounded(0.4, min=0, max=1)  # factor drawn from [1-b, 1+b]
+    contrast: float = bounded(0.4, min=0, max=1)
+    saturation: float = bounded(0.4, min=0, max=1)
+    hue: float = bounded(0.1, min=0, max=0.5)  # hue rotation drawn from [-h, h] turns
+    grayscale_p: float = bounded(0.2, min=0, max=1)  # probability of converting to greyscale
+    hflip_p: float = bounded(0.5, min=0, max=1)  # probability of a horizontal flip
 
 
 @dataclass
 class TrainConfig:
     """One pretraining run. ``steps`` wins over ``epochs`` when both are set."""
 
-    model: str = "brivl-tiny"  # a name from the model registry (brivl.model.create_model)
+    model: str = DEFAULT_MODEL  # a name from the model registry (brivl.model.create_model)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # config fields to override
-    vocab_size: int = 2000  # tokenizer trained on the shard captions (models without one)
-    batch_size: int = 32  # per worker
-    steps: int | None = 200  # optimiser steps in total; None: run ``epochs`` epochs
-    epochs: float | None = None
-    lr: float = 1e-3  # peak AdamW learning rate
-    min_lr: float = 1e-5  # cosine floor
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.98)
-    warmup_steps: int = 20  # linear warmup from 0 to ``lr``
-    momentum_start: float = 0.99  # momentum-encoder EMA, cosine-increased ...
-    momentum_end: float = 0.999  # ... to this value at the last step
+    vocab_size: int = bounded(2000, min=10, max=1_000_000)  # tokenizer trained on the shard
+    #                                                        captions (models without one)
+    batch_size: int = bounded(DEFAULT_BATCH_SIZE, min=1, max=65_536)  # per worker
+    steps: int | None = bounded(DEFAULT_STEPS, min=1, max=100_000_000)  # optimiser steps in
+    #                                                        total; None: run ``epochs`` epochs
+    epochs: float | None = bounded(None, gt=0, max=1_000_000)
+    lr: float = bounded(1e-3, gt=0, max=10)  # peak AdamW learning rate
+    min_lr: float = bounded(1e-5, min=0, max=10)  # cosine floor
+    weight_decay: float = bounded(0.05, min=0, max=10)
+    betas: tuple[float, float] = bounded((0.9, 0.98), min=0, max=1)
+    warmup_steps: int = bounded(20, min=0, max=100_000_000)  # linear warmup from 0 to ``lr``
+    momentum_start: float = bounded(0.99, min=0, max=1)  # momentum-encoder EMA, cosine-
+    momentum_end: float = bounded(0.999, min=0, max=1)  # increased to this at the last step
     use_queue: bool = True  # enqueue momentum keys (False: in-batch negatives only, ablation)
-    grad_clip: float | None = 1.0  # max global gradient norm (None: no clipping)
-    checkpoint_every: int = 50  # steps between checkpoints (a final one is always written)
-    keep_checkpoints: int = 2  # how many step checkpoints to keep
-    report_every: int = 10  # steps between report() calls (the last step always reports)
-    seed: int = 0
+    grad_clip: float | None = bounded(1.0, gt=0)  # max global gradient norm (None: no clipping)
+    checkpoint_every: int = bounded(50, min=1)  # steps between checkpoints (a final one is
+    #                                             always written)
+    keep_checkpoints: int = bounded(2, min=1)  # how many step checkpoints to keep
+    report_every: int = bounded(10, min=1)  # steps between report() calls (the last always)
+    seed: int = bounded(0, min=0)
     bf16: bool = True  # bf16 autocast when training on a GPU (on CPU only with cpu_bf16)
     cpu_bf16: bool = False  # bf16 autocast on CPU too (see bench/train.py for when it pays)
     trunk_cache: bool = False  # keep the frozen trunks' outputs per sample (needs augment off)
     mask_false_negatives: bool = True  # mask queued keys of the same sample or caption
-    max_seconds: float | None = None  # stop after this much training wall time (None: no limit)
-    pretrained_lr_scale: float = 1.0  # lr multiplier of the pretrained, unfrozen backbone layers
+    max_seconds: float | None = bounded(None, gt=0)  # stop after this much training wall
+    #                                                   time (None: no limit)
+    pretrained_lr_scale: float = bounded(1.0, gt=0, max=1)  # lr multiplier of the pretrained,
+    #                                                         unfrozen backbone layers
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...
     shuffle: bool = True  # reshuffle the sample order every epoch (seeded)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: TrainAugmentConfig = field(default_factory=TrainAugmentConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**_known(AugmentConfig, self.augment, "augment"))
+            self.augment = config_from_dict(TrainAugmentConfig, self.augment, "train.augment")
         self.betas = tuple(self.betas)
         self.augment.crop_scale = tuple(self.augment.crop_scale)
         self.augment.crop_ratio = tuple(self.augment.crop_ratio)
@@ -94,9 +104,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys raise an error naming the accepted ones."""
-        return cls(**_known(cls, values, "TrainConfig"))
+    def from_dict(cls, values: dict[str, Any] | None) -> TrainConfig:
+        """Build from a dict, every field checked, the model config too (ConfigError)."""
+        return check_model(config_from_dict(cls, values, "train"))
 
     def total_steps(self, samples_per_epoch: int, world_size: int = 1) -> int:
         """Optimiser steps in the run, given the training split's size."""
@@ -106,12 +116,20 @@ class TrainConfig:
         return max(1, round(self.epochs * per_epoch))
 
 
-def _known(cls: type, values: dict[str, Any], what: str) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise ValueError(f"unknown {what} field(s) {unknown}; accepted: {sorted(names)}")
-    return dict(values)
+TrainConfigT = TypeVar("TrainConfigT", bound=TrainConfig)
+
+
+def check_model(cfg: TrainConfigT) -> TrainConfigT:
+    """``cfg`` once its model name and ``model_overrides`` make a valid model config."""
+    from brivl.model.factory import build_config
+
+    try:
+        build_config(cfg.model, cfg.model_overrides)
+    except ConfigError as exc:
+        where = "train.model" if str(exc).startswith("unknown model") else (
+            f"train.model_overrides (model {cfg.model!r})")
+        raise ConfigError(f"{where}: {exc}") from exc
+    return cfg
 
 
 PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
@@ -125,14 +143,16 @@ class PretrainConfig(TrainConfig):
     with that many workers (gloo on CPU, nccl with ``use_gpu``).
     """
 
-    workers: int = 0
+    workers: int = bounded(0, min=0, max=4096)
     use_gpu: bool = False
-    cpus_per_worker: float | None = None  # Ray CPUs per worker (None: leave 1 for Ray Data)
-    placement_strategy: str = "PACK"  # Ray placement of the workers: PACK fills a node first,
-    #   SPREAD puts them on different nodes where it can (STRICT_*: must)
-    data_cpus: float = 1.0  # CPUs each Ray Data read/decode task asks for
-    max_failures: int = 2  # Ray Train restarts the worker group this often, resuming
-    val_limit: int = 1000  # validation pairs for the final retrieval R@k (0: skip)
+    cpus_per_worker: float | None = bounded(None, gt=0)  # Ray CPUs per worker (None: leave 1
+    #                                                      for Ray Data)
+    placement_strategy: str = bounded("PACK", choices=PLACEMENT_STRATEGIES)  # Ray placement of
+    #   the workers: PACK fills a node first, SPREAD puts them on different nodes where it can
+    #   (STRICT_*: must)
+    data_cpus: float = bounded(1.0, gt=0)  # CPUs each Ray Data read/decode task asks for
+    max_failures: int = bounded(2, min=0)  # Ray Train restarts the worker group this often
+    val_limit: int = bounded(1000, min=0)  # validation pairs for the final R@k (0: skip)
 
     def __post_init__(self) -> None:
         super().__post_init__()

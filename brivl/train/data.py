@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from brivl.train.augment import decode_augment_batch
-from brivl.train.config import AugmentConfig
+from brivl.train.config import TrainAugmentConfig
 
 SPLITS = ("train", "val")
 REQUIRED_COLUMNS = ("key", "image", "caption")
@@ -73,7 +73,7 @@ class ShardBatches:
     """
 
     def __init__(self, shard_dir: str | Path, split: str = "train", *, batch_size: int,
-                 image_size: int, augment: AugmentConfig | None = None, seed: int = 0,
+                 image_size: int, augment: TrainAugmentConfig | None = None, seed: int = 0,
                  shuffle: bool = True, rank: int = 0, world_size: int = 1, raw: bool = False) -> None:
         data = read_split(shard_dir, split)
         self.images: list[bytes] = data["image"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -64,8 +63,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="img2dataset distributor (default multiprocessing)",
     )
     parser.add_argument(
-        "--user-agent-token",
-        help="token in img2dataset's User-Agent, matched in robots.txt (default brivl)",
+        "--robots-token",
+        "--user-agent-token",  # deprecated spelling
+        dest="robots_token",
+        help="product token matched in robots.txt and X-Robots-Tag, also sent in img2dataset's "
+        "User-Agent (default brivl; the crawl's --robots-token)",
     )
     parser.add_argument(
         "--config", type=Path, help="JSON file of DownloadConfig fields (flags override it)"
@@ -74,7 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> dict:
     """The download config dict from ``--config`` plus the flags given."""
-    config = json.loads(args.config.read_text()) if args.config else {}
+    from brivl.config_parse import read_json_config
+
+    config = read_json_config(args.config) if args.config else {}
     for name in (
         "output_format",
         "image_size",
@@ -85,7 +89,7 @@ def build_config(args: argparse.Namespace) -> dict:
         "thread_count",
         "number_sample_per_shard",
         "distributor",
-        "user_agent_token",
+        "robots_token",
     ):
         value = getattr(args, name)
         if value is not None:

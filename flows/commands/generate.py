@@ -6,13 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from flows.commands.visualize import add_common, finish, load_or_fail
+from flows.commands.visualize import add_common, common_values, finish, load_or_fail
 
 HELP = "optimise a generator's latent so its image matches a text (Algorithm 2); write a PNG"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, steps=200)
+    add_common(parser, "TextToImageConfig")
     parser.add_argument(
         "--generator", type=Path, required=True, help="generator directory (the generator stage)"
     )
@@ -22,10 +22,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brivl.interpret.common import AugmentConfig
-    from brivl.interpret.generate import GenerateConfig, generate
+    from brivl.interpret.generate import TextToImageConfig, generate
     from brivl.interpret.vqgan import load_generator
 
+    values = common_values(args)
+    if args.snap:
+        values["snap_to_codebook"] = True
+    config = TextToImageConfig.from_dict(values)  # checked before the model loads
     model = load_or_fail(args.model)
     if model is None:
         return 2
@@ -34,13 +37,5 @@ def run(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"brivl generate: {exc}", file=sys.stderr)
         return 2
-    config = GenerateConfig(
-        steps=args.steps,
-        size=args.size,
-        lr=args.lr,
-        seed=args.seed,
-        snap_to_codebook=args.snap,
-        augment=AugmentConfig(n_views=args.views),
-    )
     result = generate(model, generator, args.text, config)  # type: ignore[arg-type]
     return finish(result.image, result.trace, args.out, f"generate {args.text!r}")

@@ -9,28 +9,35 @@ from pathlib import Path
 HELP = "optimise an image so the model embeds it close to a text (Algorithm 1); write a PNG"
 
 
-def add_common(parser: argparse.ArgumentParser, steps: int) -> None:
-    """Arguments shared by ``visualize`` and ``generate``."""
+def add_common(parser: argparse.ArgumentParser, config: str) -> None:
+    """Arguments shared by ``visualize`` and ``generate``; a flag left out keeps ``config``'s
+    default (each default is defined once, in that dataclass)."""
     parser.add_argument("text", help="the text to visualise")
     parser.add_argument("--model", required=True, help="checkpoint directory or model URI")
     parser.add_argument("--out", type=Path, required=True, help="PNG file to write")
-    parser.add_argument(
-        "--steps", type=int, default=steps, help=f"optimisation steps (default {steps})"
-    )
-    parser.add_argument("--size", type=int, default=None, help="output side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--lr", type=float, default=0.05, help="Adam learning rate (default 0.05)")
-    parser.add_argument("--views", type=int, default=4, help="augmented views per step (default 4)")
+    parser.add_argument("--steps", type=int, help=f"optimisation steps (default: {config}'s)")
+    parser.add_argument("--size", type=int, help="output side in pixels (default: the model's)")
+    parser.add_argument("--seed", type=int, help=f"random seed (default: {config}'s)")
+    parser.add_argument("--lr", type=float, help=f"Adam learning rate (default: {config}'s)")
+    parser.add_argument("--views", type=int, help="augmented views per step (default: "
+                        "ViewAugmentConfig's)")
+
+
+def common_values(args: argparse.Namespace) -> dict:
+    """The config fields the shared flags set (flags left out are not set)."""
+    values = {k: getattr(args, k) for k in ("steps", "size", "seed", "lr")
+              if getattr(args, k) is not None}
+    if args.views is not None:
+        values["augment"] = {"n_views": args.views}
+    return values
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common(parser, steps=256)
-    parser.add_argument(
-        "--param", choices=["fourier", "pixel"], default="fourier", help="image parameterisation"
-    )
-    parser.add_argument(
-        "--tv", type=float, default=0.05, help="total-variation weight (default 0.05)"
-    )
+    add_common(parser, "VisualizeConfig")
+    parser.add_argument("--param", choices=["fourier", "pixel"], help="image parameterisation "
+                        "(default: fourier)")
+    parser.add_argument("--tv", type=float, help="total-variation weight (default: "
+                        "VisualizeConfig's)")
 
 
 def load_or_fail(ref: str) -> object | None:
@@ -58,20 +65,14 @@ def finish(image: object, trace: list[float], out: Path, label: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brivl.interpret.common import AugmentConfig
     from brivl.interpret.visualize import VisualizeConfig, visualize
 
+    values = common_values(args)
+    values.update({k: v for k, v in (("param", args.param), ("tv_weight", args.tv))
+                   if v is not None})
+    config = VisualizeConfig.from_dict(values)  # checked before the model loads
     model = load_or_fail(args.model)
     if model is None:
         return 2
-    config = VisualizeConfig(
-        steps=args.steps,
-        size=args.size,
-        lr=args.lr,
-        seed=args.seed,
-        param=args.param,
-        tv_weight=args.tv,
-        augment=AugmentConfig(n_views=args.views),
-    )
     result = visualize(model, args.text, config)  # type: ignore[arg-type]
     return finish(result.image, result.trace, args.out, f"visualize {args.text!r}")

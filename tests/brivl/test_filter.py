@@ -192,7 +192,7 @@ def test_plain_parquet_input_and_clear_errors(tmp_path: Path) -> None:
     pq.write_table(pa.table({"key": ["x"], "text": ["t"]}), bad / "b.parquet")
     with pytest.raises(ValueError, match=r"b\.parquet: missing column.*jpg.*caption"):
         run_filter(bad, tmp_path / "o2", {})
-    with pytest.raises(ValueError, match="unknown filter config keys"):
+    with pytest.raises(ValueError, match=r"filter: unknown key\(s\) \['min_side'\]"):
         FilterConfig.from_dict({"min_side": 3})
 
 

@@ -249,7 +249,7 @@ def test_policy_is_json_and_empty_means_defaults():
     assert caption_cfg["mode"] == "compose" and tuple(caption_cfg["priority"]) == CAPTION_FIELDS
     assert CaptionPolicy.from_dict({"mode": "first"}).priority == (
         "alt", "figcaption", "title", "surrounding")
-    with pytest.raises(ValueError, match=r"unknown crawl.caption keys \['modes'\]"):
+    with pytest.raises(ValueError, match=r"crawl.caption: unknown key\(s\) \['modes'\]"):
         CrawlConfig.from_dict({"caption": {"modes": "first"}})
     with pytest.raises(ValueError, match="accepted: \\['compose', 'first'\\]"):
         CaptionPolicy(mode="best")

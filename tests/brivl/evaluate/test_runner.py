@@ -81,7 +81,7 @@ def test_wrong_type_and_unknown_shape_are_clear(encoder, tmp_path: Path, helpers
 
 
 def test_unknown_config_key_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown evaluation config keys.*templates"):
+    with pytest.raises(ValueError, match=r"eval: unknown key\(s\) \['templates'\]"):
         EvalConfig.from_dict({"templates": ["{}"]})
 
 

@@ -11,10 +11,10 @@ import torch
 
 from brivl.interpret.common import embed_texts, image_text_similarity, pil_to_tensor
 from brivl.interpret.data import ReadStats, iter_shard_images
-from brivl.interpret.generate import GenerateConfig, Generator, generate
+from brivl.interpret.generate import Generator, TextToImageConfig, generate
 from brivl.interpret.vqgan import (
-    GeneratorConfig,
     VQGenerator,
+    VQGeneratorConfig,
     load_generator,
     save_generator,
     train_generator,
@@ -30,7 +30,7 @@ def trained(shapes):
     torch.set_num_threads(1)
     images = [im for im, _ in shapes(48, 32)]
     log: list[tuple[int, dict]] = []
-    config = GeneratorConfig(**SMALL, steps=60, batch_size=8, lr=2e-3, log_every=5)
+    config = VQGeneratorConfig(**SMALL, steps=60, batch_size=8, lr=2e-3, log_every=5)
     return train_generator(images, config, report=lambda s, m: log.append((s, m))), log, images
 
 
@@ -68,7 +68,7 @@ def test_generate_raises_similarity_above_an_unrelated_prompt(trained, trained_m
     target_text = PROMPTS[0]
     texts = embed_texts(trained_model, PROMPTS)
     unrelated_text = PROMPTS[int((texts @ texts[0]).argmin())]  # the model's least similar text
-    result = generate(trained_model, generator, target_text, GenerateConfig(steps=25, seed=0))
+    result = generate(trained_model, generator, target_text, TextToImageConfig(steps=25, seed=0))
     initial = result.initial_similarity  # a quarter of the way to 1, at least
     assert result.final_similarity >= initial + max(0.05, 0.25 * (1 - initial)), result.trace[::5]
     _, reread = png(result.image)
@@ -81,13 +81,13 @@ def test_generate_raises_similarity_above_an_unrelated_prompt(trained, trained_m
 
 def test_same_seed_same_png_requested_size_and_snapping(trained, trained_model, png):
     generator = trained[0]
-    config = GenerateConfig(steps=6, size=48, seed=5, snap_to_codebook=True)
+    config = TextToImageConfig(steps=6, size=48, seed=5, snap_to_codebook=True)
     first, image = png(generate(trained_model, generator, PROMPTS[0], config).image)
     result = generate(trained_model, generator, PROMPTS[0], config)
     second, _ = png(result.image)
     other, _ = png(
         generate(
-            trained_model, generator, PROMPTS[0], GenerateConfig(steps=6, size=48, seed=6)
+            trained_model, generator, PROMPTS[0], TextToImageConfig(steps=6, size=48, seed=6)
         ).image
     )
     assert first == second and first != other
@@ -114,7 +114,7 @@ class SmoothGenerator:
 
 def test_any_generator_plugs_in(trained_model):
     result = generate(
-        trained_model, SmoothGenerator(), PROMPTS[0], GenerateConfig(steps=15, lr=0.2)
+        trained_model, SmoothGenerator(), PROMPTS[0], TextToImageConfig(steps=15, lr=0.2)
     )
     assert result.image.size == (32, 32)
     assert result.final_similarity > result.initial_similarity
@@ -123,19 +123,19 @@ def test_any_generator_plugs_in(trained_model):
             trained_model,
             SmoothGenerator(),
             PROMPTS[0],
-            GenerateConfig(steps=1, snap_to_codebook=True),
+            TextToImageConfig(steps=1, snap_to_codebook=True),
         )
 
 
 def test_adversarial_loss_trains_a_discriminator(shapes):
     images = [im for im, _ in shapes(6, 32)]
     log: list[dict] = []
-    config = GeneratorConfig(**SMALL, steps=3, batch_size=4, adversarial_weight=0.1, log_every=1)
+    config = VQGeneratorConfig(**SMALL, steps=3, batch_size=4, adversarial_weight=0.1, log_every=1)
     model = train_generator(images, config, report=lambda s, m: log.append(m))
     assert isinstance(model, VQGenerator) and not model.training
     assert all("adv_d" in m and "adv_g" in m for m in log)
     with pytest.raises(ValueError, match="divisible"):
-        GeneratorConfig(image_size=30, channel_mult=(1, 2, 2))
+        VQGeneratorConfig(image_size=30, channel_mult=(1, 2, 2))
     with pytest.raises(ValueError, match="no images"):
         train_generator([], config)
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from brivl.interpret.common import AugmentConfig, embed_texts, image_text_similarity, random_views
+from brivl.interpret.common import (
+    ViewAugmentConfig,
+    embed_texts,
+    image_text_similarity,
+    random_views,
+)
 from brivl.interpret.visualize import VisualizeConfig, visualize
 
 PROMPTS = ["a red circle", "a green square", "a blue triangle", "a yellow circle"]
@@ -54,13 +59,13 @@ def test_pixel_parameterisation_also_climbs(trained_model):
 
 def test_views_are_identity_without_augmentation_and_differ_with_it():
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    still = AugmentConfig(n_views=2, jitter=0, scale_min=1, scale_max=1, rotate_deg=0)
+    still = ViewAugmentConfig(n_views=2, jitter=0, scale_min=1, scale_max=1, rotate_deg=0)
     views = random_views(image, still, torch.Generator().manual_seed(0))
     assert views.shape == (2, 3, 32, 32)
     assert torch.allclose(views, image.expand(2, -1, -1, -1), atol=1e-5)
-    moved = random_views(image, AugmentConfig(n_views=3), torch.Generator().manual_seed(0))
+    moved = random_views(image, ViewAugmentConfig(n_views=3), torch.Generator().manual_seed(0))
     assert (moved - image).abs().mean() > 0.05
-    again = random_views(image, AugmentConfig(n_views=3), torch.Generator().manual_seed(0))
+    again = random_views(image, ViewAugmentConfig(n_views=3), torch.Generator().manual_seed(0))
     assert torch.equal(moved, again)
 
 
@@ -69,7 +74,7 @@ def test_bad_configs_say_what_is_accepted():
 
     with pytest.raises(ValueError, match="fourier, pixel"):
         VisualizeConfig(param="dct")
-    with pytest.raises(ValueError, match="unknown keys \\['stepz'\\]"):
+    with pytest.raises(ValueError, match="visualize: unknown key\\(s\\) \\['stepz'\\]"):
         VisualizeConfig.from_dict({"stepz": 3})
     with pytest.raises(ValueError, match="padding_mode"):
         VisualizeConfig.from_dict({"augment": {"padding_mode": "wrap"}})

@@ -137,7 +137,10 @@ def test_tiny_needs_a_tokenizer():
             r"image.patch_dim: 30 is not divisible by image.patch_heads=4",
         ),
         ({"text": {"width": 30}}, r"text.width: 30 is not divisible by text.heads=4"),
-        ({"queue_size": 0}, r"queue_size: 0 is not accepted; accepted: a positive integer"),
+        ({"queue_size": 0}, r"queue_size: 0 is not accepted; accepted: an integer from 1 to "),
+        ({"queue_size": 1e10}, r"queue_size: 10000000000.0 is not accepted; .* to 1048576"),
+        ({"embed_dim": 2**31}, r"embed_dim: 2147483648 is not accepted; .* from 1 to 65536"),
+        ({"in_batch_negatives": 1}, r"in_batch_negatives: 1 is not accepted; accepted: true or"),
         ({"image": {"scales": []}}, r"image.scales: .* accepted: a non-empty list"),
         (
             {"text": {"encoder": "gpt"}},
@@ -152,8 +155,8 @@ def test_tiny_needs_a_tokenizer():
             {"image": {"backbone": "efficientnet-b0", "pretrained": "/nope.pth"}},
             r"image.pretrained: weight file '/nope.pth' not found",
         ),
-        ({"imgae_size": 64}, r"unknown config field imgae_size; accepted: \["),
-        ({"text": {"widht": 64}}, r"unknown config field text.widht"),
+        ({"imgae_size": 64}, r"model: unknown key\(s\) \['imgae_size'\]; accepted: \["),
+        ({"text": {"widht": 64}}, r"model.text: unknown key\(s\) \['widht'\]"),
         ({"text": {"vocab_size": 7}}, r"text.vocab_size=7 does not match the tokenizer's"),
     ],
 )

@@ -81,7 +81,7 @@ def test_partitions_keep_row_order(encoder, shard_dir: Path, tmp_path: Path, cor
 
 
 def test_bad_inputs_are_named(encoder, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="unknown index config keys"):
+    with pytest.raises(ValueError, match=r"index: unknown key\(s\) \['batchsize'\]"):
         IndexConfig.from_dict({"batchsize": 3})
     with pytest.raises(FileNotFoundError, match="no shard files"):
         build_retrieval_index(encoder, tmp_path, tmp_path / "out", IndexConfig())

@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 from brivl.model.preprocess import load_images
-from brivl.train import AugmentConfig, decode_augment_batch, random_resized_crop_box
+from brivl.train import TrainAugmentConfig, decode_augment_batch, random_resized_crop_box
 
 
 def _jpeg(colour: tuple[int, int, int], size: tuple[int, int] = (80, 60)) -> bytes:
@@ -23,7 +23,7 @@ def _batch(n: int = 4) -> dict:
 
 
 def test_seeded_augmentation_is_a_function_of_seed_epoch_and_key() -> None:
-    aug = AugmentConfig()
+    aug = TrainAugmentConfig()
     a = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=0)
     b = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=0)
     c = decode_augment_batch(_batch(), image_size=32, augment=aug, seed=7, epoch=1)
@@ -51,11 +51,11 @@ def test_without_augmentation_pixels_are_the_evaluation_preprocessing() -> None:
 
 
 def test_greyscale_and_jitter_change_colour_but_not_shape() -> None:
-    grey = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=0.0,
+    grey = TrainAugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=0.0,
                          grayscale_p=1.0, hflip_p=0.0)
     out = decode_augment_batch(_batch(), image_size=24, augment=grey, seed=1)["pixels"]
     assert np.abs(out[:, 0].astype(int) - out[:, 1]).max() <= 1
-    jitter = AugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=1.0,
+    jitter = TrainAugmentConfig(crop_scale=(1.0, 1.0), crop_ratio=(4 / 3, 4 / 3), jitter_p=1.0,
                            grayscale_p=0.0, hflip_p=0.0, hue=0.5)
     plain = decode_augment_batch(_batch(), image_size=24, augment=None)["pixels"]
     moved = decode_augment_batch(_batch(), image_size=24, augment=jitter, seed=1)["pixels"]
@@ -65,7 +65,7 @@ def test_greyscale_and_jitter_change_colour_but_not_shape() -> None:
 def test_a_bad_image_becomes_a_flagged_row_not_an_exception() -> None:
     batch = _batch(3)
     batch["image"][1] = b"not a jpeg"
-    out = decode_augment_batch(batch, image_size=16, augment=AugmentConfig(), seed=0)
+    out = decode_augment_batch(batch, image_size=16, augment=TrainAugmentConfig(), seed=0)
     assert out["valid"].tolist() == [True, False, True]
     assert "UnidentifiedImageError" in out["error"][1] and out["pixels"][1].max() == 0
 

@@ -27,7 +27,7 @@ def test_bad_configs_name_the_field_and_what_is_accepted() -> None:
         TrainConfig(batch_size=0)
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig(momentum_start=0.999, momentum_end=0.99)
-    with pytest.raises(ValueError, match=r"unknown TrainConfig field\(s\) \['stepz'\]"):
+    with pytest.raises(ValueError, match=r"train: unknown key\(s\) \['stepz'\]"):
         TrainConfig.from_dict({"stepz": 3})
     cfg = TrainConfig.from_dict(TrainConfig(augment={"hue": 0.0}).to_dict())
     assert cfg.augment.hue == 0.0 and cfg.total_steps(1000) == cfg.steps
