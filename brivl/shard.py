@@ -4,6 +4,9 @@ Layout of a shard directory::
 
     train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url
     val/part-00000.parquet ...
+    rejected/part-00000.parquet    input rows not sharded (key, source, row, reason, detail):
+                                   no key, duplicate key, no or undecodable image, and the
+                                   input files that could not be read (reason bad_input_file)
     _manifest.json                 (written by the stage task, last: checksums, row counts)
 
 * The split of a row depends only on its key (``sha256(salt:key)`` against ``val_fraction``),
@@ -17,6 +20,10 @@ Layout of a shard directory::
   their images are not even read - and writes the rest: the same rows as an uninterrupted run.
 * Non-JPEG inputs are re-encoded to JPEG; ``sha256``, ``width`` and ``height`` describe the
   bytes written.
+* Input columns are checked first (a SchemaError names the file and column). Rows are
+  planned before anything is written, so a bad row is rejected with its reason and every
+  shard still holds exactly ``rows_per_shard`` rows: the plan reads the keys and, unless the
+  input is a finished filter stage (whose images are known good), the image bytes too.
 """
 
 from __future__ import annotations
@@ -39,6 +46,18 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from brivl.config_parse import bounded, config_from_dict
+from brivl.errors import InputError
+from brivl.parquet_input import (
+    BINARY,
+    INTEGER,
+    READ_ERRORS,
+    STRING,
+    BadFile,
+    Column,
+    bad_file,
+    open_inputs,
+    resolve_columns,
+)
 from brivl.report import progress
 
 SPLITS = ("train", "val")
@@ -55,6 +74,27 @@ SHARD_SCHEMA = pa.schema(
         ("url", pa.string()),
     ]
 )
+REJECTED_DIR = "rejected"
+REJECTED_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("source", pa.string()),
+        ("row", pa.int64()),
+        ("reason", pa.string()),
+        ("detail", pa.string()),
+    ]
+)
+# what shard reads of an input file, with the column types it accepts
+INPUT_COLUMNS = {
+    "key": Column(("candidate_id", "key"), (STRING, INTEGER)),
+    "image": Column(("jpg", "image"), (BINARY,)),
+    "caption": Column(("caption",)),
+    "url": Column(("url",), required=False),
+    "width": Column(("width",), (INTEGER,), required=False),
+    "height": Column(("height",), (INTEGER,), required=False),
+    "sha256": Column(("sha256",), required=False),
+}
+TRAIN, VAL, REJECTED = 0, 1, -1  # where the plan routes a row
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _READ_BATCH = 256
 
@@ -135,19 +175,8 @@ def find_shard_inputs(input_dir: str | Path) -> list[Path]:
     return files
 
 
-def _roles(path: Path) -> dict[str, str | None]:
-    names = set(pq.ParquetFile(path).schema_arrow.names)
-    key = next((c for c in ("candidate_id", "key") if c in names), None)
-    image = next((c for c in ("jpg", "image") if c in names), None)
-    missing = [what for what, col in (("candidate_id or key", key), ("jpg or image", image),
-                                      ("caption", "caption" if "caption" in names else None))
-               if col is None]
-    if missing:
-        raise ValueError(f"{path}: missing column(s) {missing}; found {sorted(names)}")
-    roles = {"key": key, "image": image, "caption": "caption"}
-    for optional in ("url", "width", "height", "sha256"):
-        roles[optional] = optional if optional in names else None
-    return roles
+def _roles(path: Path, schema: pa.Schema) -> dict[str, str | None]:
+    return resolve_columns(path, schema, INPUT_COLUMNS, "shard")
 
 
 # --- plan -------------------------------------------------------------------------------------
@@ -155,37 +184,81 @@ def _roles(path: Path) -> dict[str, str | None]:
 class _Plan:
     counts: dict[str, int]  # rows per split
     fingerprint: str  # of the inputs (names, sizes, keys) and the config
-    is_val: list[np.ndarray]  # per input file: which rows go to val
+    files: list[tuple[Path, dict]]  # the input files read, with their column roles
+    route: list[np.ndarray]  # per input file, per row: TRAIN, VAL or REJECTED
+    rejected: list[dict[str, Any]]  # REJECTED_SCHEMA rows
+    bad_files: list[BadFile]  # input files that could not be read
 
     def shards(self, split: str, rows_per_shard: int) -> int:
         return -(-self.counts[split] // rows_per_shard)
 
 
-def _plan(files: list[Path], roles: list[dict], cfg: ShardConfig) -> _Plan:
-    """Read only the key column: each row's split, duplicate check, and a fingerprint."""
+def _plan(files: list[tuple[Path, dict]], cfg: ShardConfig, check_images: bool) -> _Plan:
+    """Route every row: its split by key hash, or rejected (no key, duplicate key, no or
+    undecodable image when ``check_images``); a file that cannot be read is set aside."""
     seen: dict[str, str] = {}
-    is_val: list[np.ndarray] = []
+    plan = _Plan({}, "", [], [], [], [])
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
-    for path, role in zip(files, roles, strict=True):
-        keys = pq.read_table(path, columns=[role["key"]], use_threads=False).column(0).to_pylist()
+    for path, role in files:
+        try:
+            keys = pq.read_table(path, columns=[role["key"]], use_threads=False).column(0)
+            problems = _image_problems(path, role) if check_images else {}
+        except READ_ERRORS as exc:
+            plan.bad_files.append(bad_file(path, exc))
+            continue
+        keys = [None if k is None else str(k) for k in keys.to_pylist()]
         digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}:".encode())
         digest.update("\0".join(map(str, keys)).encode())
+        route = np.empty(len(keys), np.int8)
         for row, key in enumerate(keys):
-            if key in (None, ""):
-                raise ValueError(f"{path}: row {row} has an empty {role['key']}")
-            if key in seen:
-                raise ValueError(
-                    f"{path}: key {key!r} (row {row}) also appears in {seen[key]}; shard keys "
-                    "must be unique (the filter's duplicate_key rule guarantees it)"
-                )
+            problem = _key_problem(key, seen, role["key"]) or problems.get(row)
+            if problem:
+                route[row] = REJECTED
+                plan.rejected.append({"key": key, "source": path.name, "row": row,
+                                      "reason": problem[0], "detail": problem[1]})
+                continue
             seen[key] = path.name
-        is_val.append(
-            np.fromiter((split_of(k, cfg.val_fraction, cfg.split_salt) == "val" for k in keys),
-                        bool, len(keys))
-        )
-    val = int(sum(int(v.sum()) for v in is_val))
-    counts = {"train": len(seen) - val, "val": val}
-    return _Plan(counts, digest.hexdigest()[:24], is_val)
+            route[row] = VAL if split_of(key, cfg.val_fraction, cfg.split_salt) == "val" else TRAIN
+        plan.files.append((path, role))
+        plan.route.append(route)
+    val = int(sum(int((r == VAL).sum()) for r in plan.route))
+    plan.counts = {"train": len(seen) - val, "val": val}
+    plan.fingerprint = digest.hexdigest()[:24]
+    return plan
+
+
+def _key_problem(key: str | None, seen: dict[str, str], column: str) -> tuple[str, str] | None:
+    if key in (None, ""):
+        return "no_key", f"empty {column}"
+    if key in seen:
+        return "duplicate_key", f"the same {column} as a row of {seen[key]} (the first is kept)"
+    return None
+
+
+def _image_problems(path: Path, role: dict) -> dict[int, tuple[str, str]]:
+    """``{row: (reason, detail)}`` of the rows whose image is missing or does not decode."""
+    problems: dict[int, tuple[str, str]] = {}
+    offset = 0
+    for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=[role["image"]],
+                                                   use_threads=False):
+        for i, blob in enumerate(batch.column(0).to_pylist()):
+            problem = _image_problem(blob)
+            if problem:
+                problems[offset + i] = problem
+        offset += batch.num_rows
+    return problems
+
+
+def _image_problem(blob: bytes | None) -> tuple[str, str] | None:
+    if not blob:
+        return "no_image", "the row has no image bytes"
+    try:
+        with Image.open(io.BytesIO(blob)) as im:
+            if not blob.startswith(_JPEG_MAGIC):
+                im.load()  # re-encoded to JPEG when written: it must decode whole
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return "undecodable", f"{type(exc).__name__}: {exc}"[:300]
+    return None
 
 
 # --- write ------------------------------------------------------------------------------------
@@ -197,10 +270,13 @@ class ShardResult:
     shards: dict[str, list[dict[str, Any]]]  # per split: [{"file", "rows"}]
     skipped: int  # shards found complete from an earlier (interrupted) run
     reencoded: int  # non-JPEG images re-encoded
+    rejected: int = 0  # input rows not sharded (``rejected/`` says which and why)
+    bad_input_files: list[dict[str, str]] = dataclasses.field(default_factory=list)
 
     @property
     def row_counts(self) -> dict[str, int]:
-        return {**self.counts, "total": sum(self.counts.values())}
+        return {**self.counts, "total": sum(self.counts.values()), "rejected": self.rejected,
+                "bad_input_files": len(self.bad_input_files)}
 
 
 def write_shards(
@@ -217,24 +293,21 @@ def write_shards(
     """
     cfg = config if isinstance(config, ShardConfig) else ShardConfig.from_dict(config)
     eager_arrow_release()
-    files = find_shard_inputs(input_dir)
-    roles = [_roles(p) for p in files]
+    handles, bad = open_inputs(find_shard_inputs(input_dir))  # unreadable files: set aside
+    roles = [(path, _roles(path, handle.schema_arrow)) for path, handle in handles]
     trusted = _is_filter_output(input_dir)
-    plan = _plan(files, roles, cfg)
+    plan = _plan(roles, cfg, check_images=not trusted)
+    plan.bad_files[:0] = bad
     out = Path(out_dir)
     _prepare(out, plan)
     delay = float(os.environ.get(SLOW_ENV, "0") or 0)
     writer = _SplitWriter(out, cfg, plan, on_shard, delay)
     total = sum(plan.counts.values())
     with progress("shard: write", total) as advance:
-        for path, role, is_val in zip(files, roles, plan.is_val, strict=True):
-            columns = [c for c in dict.fromkeys(role.values()) if c]
-            offset = 0
-            for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns, use_threads=False):
-                writer.add(batch, role, trusted, is_val[offset:offset + batch.num_rows])
-                offset += batch.num_rows
-                advance(batch.num_rows)
+        for (path, role), route in zip(plan.files, plan.route, strict=True):
+            _write_file(writer, path, role, trusted, route, advance)
     writer.finish()
+    _write_rejected(out, plan)
     for leftover in out.glob("*/.*.tmp"):
         leftover.unlink()
     shards = {
@@ -243,7 +316,37 @@ def write_shards(
                 for i in range(plan.shards(split, cfg.rows_per_shard))]
         for split in SPLITS
     }
-    return ShardResult(dict(plan.counts), shards, writer.skipped, writer.reencoded)
+    return ShardResult(dict(plan.counts), shards, writer.skipped, writer.reencoded,
+                       len(plan.rejected), [b.to_dict() for b in plan.bad_files])
+
+
+def _write_file(writer: _SplitWriter, path: Path, role: dict, trusted: bool, route: np.ndarray,
+                advance: Callable[[int], None]) -> None:
+    """Route one input file's rows to their shards."""
+    columns = [c for c in dict.fromkeys(role.values()) if c]
+    offset = 0
+    try:
+        for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns,
+                                                       use_threads=False):
+            writer.add(batch, role, trusted, route[offset:offset + batch.num_rows])
+            offset += batch.num_rows
+            advance(batch.num_rows)
+    except READ_ERRORS as exc:
+        raise InputError(f"{path}: unreadable after row {offset} while writing shards "
+                         f"({type(exc).__name__}: {exc}); its keys were readable, so another "
+                         "column is damaged: repair or remove the file and rerun") from exc
+
+
+def _write_rejected(out: Path, plan: _Plan) -> None:
+    """``rejected/part-00000.parquet``: the rows not sharded, then the unreadable files."""
+    rows = [*plan.rejected, *({"key": None, "source": Path(b.file).name, "row": -1,
+                               "reason": "bad_input_file", "detail": b.error}
+                              for b in plan.bad_files)]
+    target = out / REJECTED_DIR / shard_name(0)
+    target.parent.mkdir(exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    pq.write_table(pa.Table.from_pylist(rows, schema=REJECTED_SCHEMA), tmp)
+    tmp.replace(target)
 
 
 def _is_filter_output(input_dir: str | Path) -> bool:
@@ -302,10 +405,10 @@ class _SplitWriter:
             return True
         return False
 
-    def add(self, batch: pa.RecordBatch, role: dict, trusted: bool, is_val: np.ndarray) -> None:
+    def add(self, batch: pa.RecordBatch, role: dict, trusted: bool, route: np.ndarray) -> None:
         rps = self.cfg.rows_per_shard
-        for split, mask in (("train", ~is_val), ("val", is_val)):
-            rows = np.flatnonzero(mask)
+        for split, code in (("train", TRAIN), ("val", VAL)):
+            rows = np.flatnonzero(route == code)
             if not len(rows):
                 continue
             index = (self.position[split] + np.arange(len(rows))) // rps  # shard of each row

@@ -16,6 +16,8 @@ import pyarrow.parquet as pq
 
 from brivl.crawl.config import CrawlConfig
 from brivl.crawl.parse import ImageRef
+from brivl.errors import InputError
+from brivl.parquet_input import BadFile, Column, open_inputs, read_table_or_bad, resolve_columns
 
 CANDIDATES_DIR = "candidates"
 PAGES_FILE = "pages.parquet"
@@ -120,8 +122,18 @@ def write_pages(rows: list[dict[str, Any]], out_dir: Path) -> Path:
     return path
 
 
-def read_candidates(stage_dir: str | Path, columns: Iterable[str] | None = None) -> pa.Table:
-    """All candidate rows of a crawl output directory, in part order."""
+# what a reader of candidates needs, checked per file before it is read (SchemaError)
+REQUIRED_COLUMNS = ("candidate_id", "image_url", "page_url", "caption", "decision")
+
+
+def read_candidates(stage_dir: str | Path, columns: Iterable[str] | None = None,
+                    bad_files: list[BadFile] | None = None) -> pa.Table:
+    """All candidate rows of a crawl output directory, in part order.
+
+    Each part's ``columns`` (default: every column, :data:`REQUIRED_COLUMNS` required) are
+    checked first: missing or non-string ones are a SchemaError naming file and column. A
+    part that cannot be read is appended to ``bad_files`` and skipped; without that list it
+    is an InputError naming it."""
     parts = sorted((Path(stage_dir) / CANDIDATES_DIR).glob("part-*.parquet"))
     if not parts:
         raise FileNotFoundError(
@@ -129,4 +141,20 @@ def read_candidates(stage_dir: str | Path, columns: Iterable[str] | None = None)
             "directory (written by `brivl crawl`)"
         )
     cols = list(columns) if columns is not None else None
-    return pa.concat_tables(pq.read_table(p, columns=cols) for p in parts)
+    roles = {c: Column((c,)) for c in (cols if cols is not None else REQUIRED_COLUMNS)}
+    handles, bad = open_inputs(parts)
+    tables = []
+    for path, handle in handles:
+        resolve_columns(path, handle.schema_arrow, roles, "the download stage")
+        table = read_table_or_bad(path, cols)
+        if isinstance(table, BadFile):
+            bad.append(table)
+        else:
+            tables.append(table)
+    if bad and bad_files is None:
+        raise InputError(f"unreadable candidates file(s): {'; '.join(b.file + ': ' + b.error for b in bad)}")
+    if bad_files is not None:
+        bad_files.extend(bad)
+    if not tables:
+        raise InputError(f"{stage_dir}: no readable candidates file ({len(bad)} unreadable)")
+    return pa.concat_tables(tables)

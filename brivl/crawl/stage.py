@@ -12,7 +12,9 @@ from brivl import manifest
 from brivl.crawl import candidates as cand
 from brivl.crawl.config import CrawlConfig
 from brivl.crawl.crawler import CrawlOutput, crawl_pages
+from brivl.crawl.seeds import check_seeds
 from brivl.crawl.warc import crawl_warc_files
+from brivl.errors import InputError
 
 STAGE = "crawl"
 
@@ -32,7 +34,8 @@ def run_crawl(
     ``out_dir`` is cleared first (a crawl is not resumable: a rerun starts over).
     """
     if not seeds and not warc_files:
-        raise ValueError("nothing to crawl: give seed URLs (http/https) or WARC files")
+        raise InputError("nothing to crawl: give seed URLs (http/https) or WARC files")
+    check_seeds(seeds)
     out_dir = prepare_out_dir(Path(out_dir))
     output = CrawlOutput([], [])
     if seeds:
@@ -77,6 +80,16 @@ def prepare_out_dir(out_dir: Path) -> Path:
             (out_dir / name).unlink(missing_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
+
+
+def no_candidates_message(body: dict[str, Any], out_dir: str | Path) -> str:
+    """Why a crawl manifest ``body`` with no candidates is the end of the pipeline."""
+    outcomes = body.get("extra", {}).get("pages_by_outcome", {})
+    seen = ", ".join(f"{k}={v}" for k, v in sorted(outcomes.items())) or "none"
+    seeds = body.get("extra", {}).get("seeds") or body.get("inputs", [])
+    return (f"no candidates from these seeds {list(seeds)}: {body['row_counts'].get('pages', 0)} "
+            f"pages considered (outcomes: {seen}); see {Path(out_dir) / cand.PAGES_FILE} for "
+            "each page's outcome, and check the seeds, allowed_domains, allow_cidrs and robots.txt")
 
 
 def crawl_counts(output: CrawlOutput) -> dict[str, int]:

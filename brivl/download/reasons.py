@@ -23,6 +23,7 @@ DECOMPRESSION_BOMB = "decompression_bomb"
 REDIRECT_LOOP = "redirect_loop"
 CONNECTION_ERROR = "connection_error"
 MISSING = "missing_from_output"
+NO_URL = "no_image_url"  # a candidates row with an empty image_url
 TRANSIENT = frozenset({ROBOTS_UNAVAILABLE})
 
 # markers the guarded downloader puts into its error messages

@@ -41,6 +41,7 @@ from brivl.download import reasons
 from brivl.download.config import DownloadConfig
 from brivl.download.guarded import GuardSettings, guarded_img2dataset
 from brivl.fingerprint import stable_hash
+from brivl.parquet_input import BadFile, bad_files_rows
 
 STAGE = "download"
 REJECTED_DIR = "rejected"
@@ -74,7 +75,9 @@ def precheck(
     keep, rejected = [], []
     for row in rows:
         reason, detail = row["decision"], "crawl decision"
-        if reason == cand.ALLOWED:
+        if not row["image_url"]:
+            reason, detail = reasons.NO_URL, "the candidates row has no image_url"
+        elif reason == cand.ALLOWED:
             if not guard.is_allowed(row["image_url"]):
                 reason, detail = reasons.SSRF_BLOCKED, "address refused at download time"
             elif config.recheck_robots:
@@ -311,7 +314,8 @@ def run_download(
     """
     out_dir = Path(out_dir)
     claim_out_dir(out_dir, candidates_dir, config)
-    table = cand.read_candidates(candidates_dir)
+    bad_files: list[BadFile] = []  # unreadable candidates parts: recorded, the rest goes on
+    table = cand.read_candidates(candidates_dir, bad_files=bad_files)
     to_download, rejected, robots_seen = precheck(table, config)
     prepare_shards(out_dir, to_download)
     if on_plan:
@@ -343,6 +347,7 @@ def run_download(
         "downloaded": downloaded,
         "rejected": len(rejected),
         **{f"rejected:{k}": v for k, v in sorted(by_reason.items())},
+        "bad_input_files": len(bad_files),
     }
     if counts["candidates"] != downloaded + len(rejected):
         raise RuntimeError(f"{out_dir}: download accounting does not add up: {counts}")
@@ -358,5 +363,6 @@ def run_download(
             "img2dataset": stats,
             "rejected_by_reason": dict(by_reason),
             "transient_rejections": transient,
+            "bad_input_files": bad_files_rows(bad_files),
         },
     )

@@ -33,10 +33,22 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from brivl.errors import SchemaError
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
 from brivl.filter.dedup import Candidate, Deduplicator, NearGraph
 from brivl.filter.image import THUMB_SIDE, ImageError, decode_small, phashes
+from brivl.parquet_input import (
+    BINARY,
+    INTEGER,
+    READ_ERRORS,
+    STRING,
+    Column,
+    bad_file,
+    bad_files_rows,
+    open_inputs,
+    resolve_columns,
+)
 from brivl.report import progress
 from brivl.shard import eager_arrow_release
 
@@ -89,6 +101,7 @@ class FilterResult:
             "kept": r["kept"],
             "rejected": r["rejected"],
             "not_success": r["not_success_rows"],
+            "bad_input_files": len(r.get("bad_input_files", [])),
         }
 
 
@@ -109,32 +122,34 @@ def find_input_files(input_dir: str | Path) -> list[Path]:
     return files
 
 
+# the roles the filter reads, with the column types it accepts (checked before any row)
+INPUT_COLUMNS = {
+    "image": Column(IMAGE_COLUMNS, (BINARY,)),
+    "caption": Column(("caption",)),
+    "candidate_id": Column(("candidate_id",), (STRING, INTEGER), required=False),
+    "key": Column(("key",), (STRING, INTEGER), required=False),
+    "url": Column(("url",), required=False),
+    "status": Column(("status",), required=False),
+    "original_width": Column(("original_width",), (INTEGER,), required=False),
+    "original_height": Column(("original_height",), (INTEGER,), required=False),
+    "page_url": Column(("page_url",), required=False),
+}
+
+
 def input_columns(path: Path, schema: pa.Schema) -> dict[str, str | None]:
-    """Which input column plays which role; a clear error when required ones are missing."""
-    names = set(schema.names)
-    image = next((c for c in IMAGE_COLUMNS if c in names), None)
-    missing = []
-    if image is None:
-        missing.append("jpg (or image): encoded image bytes")
-    if "caption" not in names:
-        missing.append("caption")
-    if not names & set(ID_COLUMNS):
-        missing.append("candidate_id or key")
-    if missing:
-        raise ValueError(
-            f"{path}: missing column(s) {missing}; found {sorted(names)}. The filter reads "
-            "img2dataset Parquet output or a Parquet of (candidate_id or key, url, caption, jpg)"
+    """Which input column plays which role; a SchemaError naming the file and the column
+    when a required one is missing or a column has a type the filter cannot read."""
+    if not set(schema.names) & set(ID_COLUMNS):
+        raise SchemaError(
+            f"{path}: missing column(s) ['candidate_id or key']; found {sorted(schema.names)}. "
+            "The filter reads img2dataset Parquet output or a Parquet of (candidate_id or key, "
+            "url, caption, jpg)"
         )
-    optional = ("candidate_id", "key", "url", "status", "original_width", "original_height",
-                "page_url")
-    roles: dict[str, str | None] = {c: (c if c in names else None) for c in optional}
-    roles["image"] = image
-    roles["caption"] = "caption"
-    return roles
+    return resolve_columns(path, schema, INPUT_COLUMNS, "the filter")
 
 
-def count_input_rows(files: list[Path]) -> int:
-    return sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+def count_input_rows(handles: list[tuple[Path, pq.ParquetFile]]) -> int:
+    return sum(handle.metadata.num_rows for _, handle in handles)
 
 
 # --- 1. scan ---------------------------------------------------------------------------------
@@ -167,7 +182,16 @@ def scan_shard(
     path: str, shard: int, config: dict, work_dir: str, on_rows: Callable[[int], None] | None = None
 ) -> dict[str, Any]:
     """Apply the per-row rules to one input shard; write its scratch files; return its counts
-    and the dedup candidates (small)."""
+    and the dedup candidates (small), or ``{"shard", "rows", "bad": BadFile}`` when the file
+    cannot be read to its end (a corrupt page: the file is set aside, the others go on)."""
+    try:
+        return _scan_shard(path, shard, config, work_dir, on_rows)
+    except READ_ERRORS as exc:
+        return {"shard": shard, "rows": 0, "bad": bad_file(Path(path), exc)}
+
+
+def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
+                on_rows: Callable[[int], None] | None) -> dict[str, Any]:
     cfg = FilterConfig.from_dict(config)
     eager_arrow_release()  # also in worker processes
     source = Path(path).name
@@ -391,12 +415,14 @@ def run_filter(
     """
     cfg = config if isinstance(config, FilterConfig) else FilterConfig.from_dict(config)
     eager_arrow_release()
-    files = find_input_files(input_dir)
-    for path in files:  # fail fast, before any work, on a file of the wrong shape
-        input_columns(path, pq.ParquetFile(path).schema_arrow)
+    handles, bad = open_inputs(find_input_files(input_dir))  # unreadable files: set aside
+    for path, handle in handles:  # fail fast, before any work, on a file of the wrong shape
+        input_columns(path, handle.schema_arrow)
     out = Path(out_dir)
     work = _fresh_output(out)
-    scans = _scan_all(files, cfg, work, workers)
+    scans = _scan_all([p for p, _ in handles], cfg, work, workers, count_input_rows(handles))
+    bad += [s["bad"] for s in scans if "bad" in s]  # a file that broke while being read
+    scans = [s for s in scans if "bad" not in s]
     verdicts = dedup(scans, cfg, work)
     by_rule = dict.fromkeys(RULES, 0)
     for scan in scans:
@@ -407,6 +433,7 @@ def run_filter(
             by_rule[rule] += n
     shutil.rmtree(work)
     report = _report(scans, verdicts, by_rule)
+    report["bad_input_files"] = bad_files_rows(bad)
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
     return FilterResult(report)
 
@@ -422,9 +449,9 @@ def _fresh_output(out: Path) -> Path:
     return work
 
 
-def _scan_all(files: list[Path], cfg: FilterConfig, work: Path, workers: int) -> list[dict]:
+def _scan_all(files: list[Path], cfg: FilterConfig, work: Path, workers: int, total: int
+              ) -> list[dict]:
     config = cfg.to_dict()
-    total = count_input_rows(files)
     with progress("filter: per-row rules", total) as advance:
         if workers <= 1 or len(files) == 1:
             return [scan_shard(str(p), i, config, str(work), advance) for i, p in enumerate(files)]

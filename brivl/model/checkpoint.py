@@ -9,7 +9,9 @@ Layout of ``dir``::
     extra.json           optional JSON of the caller (e.g. step, RNG seeds)
     checkpoint.json      format version and file list, written last: marks the checkpoint complete
 
-Other files in ``dir`` (a trainer's own state) are left alone.
+Other files in ``dir`` (a trainer's own state) are left alone. A damaged checkpoint (a file
+missing, truncated or not valid JSON, weights that do not fit the config) raises
+:class:`~brivl.errors.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from brivl.errors import CheckpointError, ConfigError
 from brivl.model.config import BriVLConfig
 from brivl.model.model import BriVL
 
@@ -71,28 +75,61 @@ def save_checkpoint(model: BriVL, directory: str | Path, extra_tensors: dict[str
     return out
 
 
+def _read_json(path: Path) -> Any:
+    """The JSON in a checkpoint file; CheckpointError naming it when missing or malformed."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: missing; a BriVL checkpoint directory holds {WEIGHTS}, "
+                              f"{CONFIG}, {TOKENIZER} and {INDEX}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+
+
 def _index(directory: Path) -> dict[str, Any]:
     index_file = directory / INDEX
     if not index_file.is_file():
-        raise FileNotFoundError(f"{directory} is not a complete BriVL checkpoint (no {INDEX})")
-    index = json.loads(index_file.read_text())
-    if index.get("format") != FORMAT or index.get("version") != VERSION:
-        raise ValueError(f"{index_file}: format {index.get('format')!r} v{index.get('version')!r}; "
-                         f"accepted: {FORMAT!r} v{VERSION}")
+        raise CheckpointError(f"{directory} is not a complete BriVL checkpoint (no {INDEX})")
+    index = _read_json(index_file)
+    if not isinstance(index, dict) or index.get("format") != FORMAT or index.get("version") != VERSION:
+        found = index if not isinstance(index, dict) else (index.get("format"), index.get("version"))
+        raise CheckpointError(f"{index_file}: format {found!r}; accepted: {FORMAT!r} v{VERSION}")
     return index
 
 
 def load_checkpoint(directory: str | Path, map_location: str | torch.device = "cpu") -> BriVL:
     """Rebuild the model from ``directory`` alone (no pretrained files needed), bit-exactly."""
-    from brivl.model.factory import model_from_config
-
     directory = Path(directory)
     _index(directory)
-    cfg = BriVLConfig.from_dict(json.loads((directory / CONFIG).read_text()))
-    model = model_from_config(cfg, directory / TOKENIZER)
-    state = load_file(str(directory / WEIGHTS), device=str(map_location))
-    model.load_state_dict(state, strict=True)
+    model = _rebuild(directory)
+    weights = directory / WEIGHTS
+    try:
+        state = load_file(str(weights), device=str(map_location))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: cannot be read ({exc})") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[:2]
+        raise CheckpointError(f"{weights}: does not fit {CONFIG} ({' '.join(first)})") from None
     return model.to(map_location)
+
+
+def _rebuild(directory: Path) -> BriVL:
+    """The architecture from ``config.json`` and ``tokenizer.json`` (no weights)."""
+    from brivl.model.factory import model_from_config
+
+    config, tokenizer = directory / CONFIG, directory / TOKENIZER
+    try:
+        cfg = BriVLConfig.from_dict(_read_json(config))
+    except ConfigError as exc:
+        raise CheckpointError(f"{config}: {exc}") from None
+    _read_json(tokenizer)
+    try:
+        return model_from_config(cfg, tokenizer)
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises plain Exception
+        raise CheckpointError(f"{config} with {tokenizer}: cannot rebuild the model "
+                              f"({type(exc).__name__}: {exc})") from None
 
 
 def load_checkpoint_extras(directory: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -108,6 +145,6 @@ def is_checkpoint(directory: str | Path) -> bool:
     """True when ``directory`` holds a complete checkpoint."""
     try:
         _index(Path(directory))
-    except (FileNotFoundError, ValueError, json.JSONDecodeError):
+    except CheckpointError:
         return False
     return True

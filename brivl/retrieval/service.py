@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from brivl.errors import ConfigError
 from brivl.manifest import read_manifest
 from brivl.retrieval.adapter import ClipAdapter, Encoder
 from brivl.retrieval.build import INDICES_PATHS, METADATA_COLUMNS
@@ -297,6 +298,14 @@ class SearchServer:
         self.stop()
 
 
+def check_k(k: object, what: str = "k") -> int:
+    """``k`` when it is a result count a query may ask for (1 .. ``ServiceLimits.max_k``)."""
+    top = ServiceLimits.max_k
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= top:
+        raise ConfigError(f"{what}: {k!r} is not accepted; accepted: an integer from 1 to {top}")
+    return k
+
+
 def image_to_base64(image: Image.Image | bytes | str | Path) -> str:
     """The ``image`` field of a /knn-service request: base64 of encoded image bytes."""
     if isinstance(image, Image.Image):
@@ -353,6 +362,7 @@ class SearchIndex:
         deduplicate: bool = False,
     ) -> list[dict[str, Any]]:
         """Top-``k`` neighbours, best first: dicts with id, similarity and the metadata."""
+        check_k(k)
         if modality not in ("image", "text"):
             raise ValueError(
                 f"modality {modality!r}: use 'image' (search images) or 'text' (search captions)"

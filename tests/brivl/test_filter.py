@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
+from brivl.errors import SchemaError
 from brivl.filter import (
     RULES,
     FilterConfig,
@@ -153,7 +154,7 @@ def test_accounting_adds_up_and_report_matches_files(tmp_path: Path) -> None:
     assert set(rej["rule"].to_pylist()) <= set(RULES) and min(by_rule.values()) == 0
     assert sum(f["kept"] + f["rejected"] for f in report["files"]) == 60
     assert result.row_counts == {"input": 60, "kept": kept.num_rows, "rejected": rej.num_rows,
-                                 "not_success": 0}
+                                 "not_success": 0, "bad_input_files": 0}
     # the kept output carries what the shard stage needs, about the bytes it carries
     row = kept.slice(0, 1).to_pylist()[0]
     assert Image.open(io.BytesIO(row["jpg"])).size == (row["width"], row["height"])
@@ -194,6 +195,36 @@ def test_plain_parquet_input_and_clear_errors(tmp_path: Path) -> None:
         run_filter(bad, tmp_path / "o2", {})
     with pytest.raises(ValueError, match=r"filter: unknown key\(s\) \['min_side'\]"):
         FilterConfig.from_dict({"min_side": 3})
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("caption", [3, 4], r"column 'caption' is int64; accepted: string"),
+        ("original_width", ["96", "96"], r"column 'original_width' is string; accepted: an integer"),
+        ("jpg", ["abc", "def"], r"column 'jpg' is string; accepted: binary"),
+    ],
+)
+def test_column_types_are_schema_errors_naming_file_and_column(tmp_path: Path, column, values,
+                                                               message) -> None:
+    rows = [pair("c1"), pair("c2")]
+    table = pa.Table.from_pylist(rows).drop_columns([column]).append_column(column, pa.array(values))
+    (tmp_path / "in").mkdir()
+    pq.write_table(table, tmp_path / "in" / "00000.parquet")
+    with pytest.raises(SchemaError, match=rf"in/00000\.parquet: {message}"):
+        run_filter(tmp_path / "in", tmp_path / "out", {})
+
+
+def test_a_corrupt_input_file_is_recorded_and_the_others_are_filtered(tmp_path: Path) -> None:
+    folder = write_shards(tmp_path / "in", [[pair("c1")], [pair("c2")], [pair("c3")]])
+    broken = folder / "00001.parquet"
+    broken.write_bytes(broken.read_bytes()[:-20])  # footer cut off
+    result = run_filter(folder, tmp_path / "out", {})
+    kept, _ = outcomes(tmp_path / "out")
+    assert set(kept) == {"c1", "c3"}
+    assert result.row_counts["bad_input_files"] == 1
+    [bad] = result.report["bad_input_files"]
+    assert bad["file"] == str(broken) and "ArrowInvalid" in bad["error"]
 
 
 @pytest.mark.parametrize(("distance", "parts"), [(0, 1), (1, 2), (3, 4), (3, 2), (6, 7), (8, 9),

@@ -91,3 +91,48 @@ def test_uri_schemes(checkpoint: Path) -> None:
         load("s3://bucket/model")
     with pytest.raises(FileNotFoundError, match="no checkpoint directory"):
         load(checkpoint / "missing")
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: _truncate(d / "model.safetensors"), r"model\.safetensors: cannot be read"),
+        (lambda d: (d / "config.json").unlink(), r"config\.json: missing; a BriVL checkpoint"),
+        (lambda d: (d / "config.json").write_text("{not json"), r"config\.json: not valid JSON"),
+        (lambda d: (d / "config.json").write_text('{"embed_dim": "big"}'),
+         r"config\.json: model\.embed_dim: 'big' is not accepted"),
+        (lambda d: _truncate(d / "tokenizer.json"), r"tokenizer\.json: not valid JSON"),
+        (lambda d: (d / "checkpoint.json").write_text("[]"), r"checkpoint\.json: format \[\]"),
+        (lambda d: (d / "checkpoint.json").unlink(), r"is not a complete BriVL checkpoint"),
+    ],
+)
+def test_a_damaged_checkpoint_is_one_error_naming_the_file(checkpoint: Path, tmp_path: Path,
+                                                            damage, message) -> None:
+    import shutil
+
+    from brivl.errors import CheckpointError
+
+    copy = Path(shutil.copytree(checkpoint, tmp_path / "ckpt"))
+    damage(copy)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load(copy, device="cpu")
+    assert str(copy) in str(caught.value)
+
+
+def test_weights_of_another_model_are_named(checkpoint: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from brivl.errors import CheckpointError
+
+    copy = Path(shutil.copytree(checkpoint, tmp_path / "ckpt"))
+    state = load_file(str(copy / "model.safetensors"))
+    state.pop(sorted(state)[0])
+    save_file(state, str(copy / "model.safetensors"))
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: does not fit config\.json"):
+        load(copy, device="cpu")

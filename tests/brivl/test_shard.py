@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from brivl.errors import SchemaError
 from brivl.fingerprint import file_sha256
 from brivl.shard import (
     SLOW_ENV,
@@ -153,19 +154,56 @@ def test_changed_plan_discards_old_shards(tmp_path: Path) -> None:
     assert len(read_shard_table(tmp_path / "out", "train")) == 30
 
 
-def test_duplicate_keys_and_missing_columns_are_clear_errors(tmp_path: Path) -> None:
-    folder = tmp_path / "dup"
+def rejected_rows(out: Path) -> list[dict]:
+    return pq.read_table(out / "rejected" / "part-00000.parquet").to_pylist()
+
+
+def test_bad_rows_are_rejected_with_a_reason_and_shards_stay_full(tmp_path: Path) -> None:
+    folder = tmp_path / "in"
     folder.mkdir()
-    table = pa.table({"key": ["a", "b"], "caption": ["x", "y"], "jpg": [encoded(1), encoded(2)]})
+    table = pa.table({"key": ["a", "b", "", "c", "d", "e"], "caption": list("xyzuvw"),
+                      "jpg": [encoded(1), encoded(2), encoded(3), None, b"not an image",
+                              encoded(5)]})
     pq.write_table(table, folder / "one.parquet")
-    pq.write_table(table.slice(1), folder / "two.parquet")
-    with pytest.raises(ValueError, match=r"key 'b' .* also appears in one\.parquet"):
-        write_shards(folder, tmp_path / "o1")
-    bad = tmp_path / "bad"
-    bad.mkdir()
-    pq.write_table(pa.table({"key": ["a"], "caption": ["x"]}), bad / "b.parquet")
-    with pytest.raises(ValueError, match=r"b\.parquet: missing column.*jpg or image"):
-        write_shards(bad, tmp_path / "o2")
+    pq.write_table(table.slice(1, 1), folder / "two.parquet")  # key b again
+    result = write_shards(folder, tmp_path / "out", {"rows_per_shard": 2, "val_fraction": 0.0})
+    reasons = {(r["source"], r["row"]): r["reason"] for r in rejected_rows(tmp_path / "out")}
+    assert reasons == {("one.parquet", 2): "no_key", ("one.parquet", 3): "no_image",
+                       ("one.parquet", 4): "undecodable", ("two.parquet", 0): "duplicate_key"}
+    assert result.row_counts == {"train": 3, "val": 0, "total": 3, "rejected": 4,
+                                 "bad_input_files": 0}
+    assert [len(t) for t in map(pq.read_table, shard_files(tmp_path / "out", "train"))] == [2, 1]
+    assert [r["key"] for r in read_shard_table(tmp_path / "out", "train").to_pylist()] == [
+        "a", "b", "e"]
+
+
+def test_a_truncated_input_file_is_recorded_and_the_rest_is_sharded(tmp_path: Path) -> None:
+    make_input(tmp_path / "in", n=30, files=3)
+    broken = tmp_path / "in" / "part-00001.parquet"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    result = write_shards(tmp_path / "in", tmp_path / "out", {"val_fraction": 0.0})
+    assert result.counts == {"train": 20, "val": 0}
+    assert [b["file"] for b in result.bad_input_files] == [str(broken)]
+    assert "part-00001.parquet" in str(result.bad_input_files) and result.bad_input_files[0]["error"]
+    [row] = rejected_rows(tmp_path / "out")
+    assert row["reason"] == "bad_input_file" and row["source"] == "part-00001.parquet"
+
+
+def test_input_schema_errors_name_the_file_and_the_column(tmp_path: Path) -> None:
+    cases = {
+        "nojpg": ({"key": ["a"], "caption": ["x"]}, r"nojpg/b\.parquet: missing column.*jpg or image"),
+        "strjpg": ({"key": ["a"], "caption": ["x"], "jpg": ["abc"]},
+                   r"strjpg/b\.parquet: column 'jpg' is string; accepted: binary"),
+        "intcap": ({"key": ["a"], "caption": [3], "jpg": [encoded(1)]},
+                   r"intcap/b\.parquet: column 'caption' is int64; accepted: string"),
+        "strwidth": ({"key": ["a"], "caption": ["x"], "jpg": [encoded(1)], "width": ["40"]},
+                     r"strwidth/b\.parquet: column 'width' is string; accepted: an integer"),
+    }
+    for name, (columns, message) in cases.items():
+        (tmp_path / name).mkdir()
+        pq.write_table(pa.table(columns), tmp_path / name / "b.parquet")
+        with pytest.raises(SchemaError, match=message):
+            write_shards(tmp_path / name, tmp_path / f"out-{name}")
 
 
 def test_ray_data_streams_the_shards(tmp_path: Path) -> None:
