@@ -17,8 +17,14 @@ CONFIG = {
     "train": {"model": "brivl-tiny", "steps": 6, "batch_size": 8, "warmup_steps": 2,
               "checkpoint_every": 3, "report_every": 3, "vocab_size": 300},
     "eval": {"batch_size": 32},
-    "stages": ["data", "retrain"],
+    "index": {"batch_size": 32},
+    "generator": {"image_size": 32, "channels": 8, "channel_mult": [1, 2], "latent_dim": 8,
+                  "codebook_size": 32, "steps": 2, "batch_size": 4, "log_every": 1},
+    "grid": {"visualize": {"steps": 2}, "generate": {"steps": 2}, "cell": 32},
+    "prompts": ["a red circle"],
 }
+STAGE_RUNS = {"crawl", "download", "filter", "shard", "pretrain", "evaluate", "register",
+              "index", "generator", "grid"}
 
 
 @pytest.fixture(scope="module")
@@ -60,11 +66,36 @@ def test_pipeline_registers_a_model_with_lineage(demo, capsys) -> None:
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
     stages = {run.data.tags.get("brivl.stage") for run in children}
-    assert {"crawl", "download", "filter", "shard"} <= stages, stages
+    assert stages == STAGE_RUNS, stages
+    for run in children:
+        _assert_normalised_config_logged(run)
+    assert Path(result["index_dir"]).is_dir() and Path(result["prompt_grid"]).is_file()
 
     print_summary(result, seconds=1.0)
     summary = capsys.readouterr().err
     assert "Rows per stage" in summary and registered["model_uri"] in summary
+
+
+def _assert_normalised_config_logged(run) -> None:
+    """A stage's child run: its normalised config as params, its manifest counts as metrics."""
+    from tasks.tracking import clean_key, flatten_params
+
+    stage = run.data.tags["brivl.stage"]
+    body = read_manifest(run.data.tags["brivl.out_dir"])
+    assert body["stage"] == stage
+    expected = {clean_key(k): v for k, v in flatten_params({"config": body["config"]}).items()}
+    logged = {k: v for k, v in run.data.params.items() if k.startswith("config.")}
+    assert logged == expected, stage
+    for name, count in body["row_counts"].items():
+        assert run.data.metrics[clean_key(f"{stage}.rows.{name}")] == count, (stage, name)
+    normalised = {  # each stage's typed config, defaults filled in although CONFIG omits them
+        "filter": "config.min_image_side", "shard": "config.rows_per_shard",
+        "crawl": "config.max_depth", "download": "config.number_sample_per_shard",
+        "pretrain": "config.lr", "evaluate": "config.ks", "index": "config.index_name",
+        "generator": "config.beta", "grid": "config.visualize.lr",
+        "register": "config.primary_metric",
+    }
+    assert normalised[stage] in logged, (stage, sorted(logged))
 
 
 def test_brivl_data_reruns_the_same_data_flow_from_cache(demo, tmp_path, capsys) -> None:
