@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import pkgutil
 import sys
 
@@ -36,13 +37,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``brivl`` console script."""
+    """Entry point of the ``brivl`` console script.
+
+    Input a user can fix (a bad config, input file, seed or checkpoint; a missing or foreign
+    directory) is one line on stderr and exit code 2, not a traceback."""
+    from brivl.errors import InputError
+    from brivl.manifest import ManifestError
+
     apply_defaults()
     args = build_parser().parse_args(argv)
     from tasks.stores import prepare_orchestration_store
 
     prepare_orchestration_store()  # a fresh home's Prefect database, migrated once under a lock
-    return int(args._run(args) or 0)
+    for name in _RUN_LOGGERS:
+        logging.getLogger(name).addFilter(_no_input_error_traceback)
+    try:
+        return int(args._run(args) or 0)
+    except (InputError, ManifestError, FileNotFoundError, FileExistsError) as exc:
+        print(f"brivl {args.command}: {_one_line(exc)}", file=sys.stderr)
+        return 2
+
+
+_RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # Prefect logs a failed run's traceback
+
+
+def _no_input_error_traceback(record: logging.LogRecord) -> bool:
+    """Keep Prefect's run logs, but not the traceback of an InputError (main prints it as
+    one line); every other failure keeps its traceback."""
+    from brivl.errors import InputError
+
+    return not (record.exc_info and isinstance(record.exc_info[1], InputError))
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text if isinstance(exc, (ValueError, RuntimeError)) else f"{text} ({type(exc).__name__})"
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ apply_defaults()
 
 from prefect import flow  # noqa: E402
 
+from brivl.crawl.seeds import check_seeds  # noqa: E402
 from brivl.manifest import read_manifest  # noqa: E402
+from flows.checks import check_data_configs  # noqa: E402
 from flows.ingest import ingest_flow  # noqa: E402
 from tasks.filter import filter_task  # noqa: E402
 from tasks.shard import shard_task  # noqa: E402
@@ -27,7 +29,11 @@ def data_flow(
     shard_config: dict | None = None,
     refresh: str = "",
 ) -> dict[str, Any]:
-    """Seeds → training shards. Returns each stage's output directory and row counts."""
+    """Seeds → training shards. Returns each stage's output directory and row counts.
+
+    The seeds and all four configs are checked before the crawl starts."""
+    check_seeds(seeds)
+    check_data_configs(crawl_config, download_config, filter_config, shard_config)
     ingest = ingest_flow(seeds, crawl_config, download_config, refresh)
     filter_dir = filter_task(ingest["download_dir"], filter_config or {})
     shard_dir = shard_task(filter_dir, shard_config or {})

@@ -17,6 +17,9 @@ apply_defaults()
 
 from prefect import flow  # noqa: E402
 
+from brivl.crawl.seeds import check_seeds  # noqa: E402
+from brivl.errors import ConfigError  # noqa: E402
+from flows.checks import STAGES, check_pipeline_config  # noqa: E402
 from flows.data import data_flow  # noqa: E402
 from flows.retrain import DEFAULT_PRIMARY_METRIC, retrain_flow  # noqa: E402
 from flows.runs import pipeline_run  # noqa: E402
@@ -70,7 +73,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",
     "primary_metric": DEFAULT_PRIMARY_METRIC,
-    "stages": ["data", "retrain", "index", "interpret"],
+    "stages": list(STAGES),
 }
 
 
@@ -79,7 +82,10 @@ def merged_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
     config = copy.deepcopy(DEFAULT_CONFIG)
     for key, value in (overrides or {}).items():
         if key not in config:
-            raise ValueError(f"unknown pipeline config section {key!r}; known: {sorted(config)}")
+            raise ConfigError(f"unknown pipeline config section {key!r}; accepted: {sorted(config)}")
+        if isinstance(config[key], dict) and value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{key}: {value!r} is not accepted; accepted: an object of {key} "
+                              "settings")
         if isinstance(config[key], dict) and isinstance(value, dict):
             config[key].update(value)
         else:
@@ -93,8 +99,12 @@ def merged_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
 
 @flow(name="brivl-pipeline")
 def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the whole DAG from seed URLs; returns stage outputs, counts, metrics, model URI."""
+    """Run the whole DAG from seed URLs; returns stage outputs, counts, metrics, model URI.
+
+    Every section is checked before the first stage starts."""
     cfg = merged_config(config)
+    check_pipeline_config(cfg)
+    check_seeds(seeds)
     out: dict[str, Any] = {"seeds": seeds}
     with pipeline_run("pipeline", {"seeds": " ".join(seeds)}) as run_id:
         out["mlflow_run_id"] = run_id

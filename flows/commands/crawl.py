@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -52,7 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--user-agent", help="User-Agent header")
     parser.add_argument(
-        "--robots-token", help="product token matched in robots.txt (default brivl)"
+        "--robots-token",
+        help="product token matched in robots.txt and robots meta/X-Robots-Tag (default brivl; "
+        "the download's --robots-token)",
     )
     parser.add_argument(
         "--timeout",
@@ -78,7 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> dict:
     """The crawl config dict from ``--config`` plus the flags given."""
-    config = json.loads(args.config.read_text()) if args.config else {}
+    from brivl.config_parse import read_json_config
+
+    config = read_json_config(args.config) if args.config else {}
     for name in (
         "max_pages",
         "max_depth",
@@ -108,12 +111,11 @@ def run(args: argparse.Namespace) -> int:
         print("brivl crawl: give at least one --seed URL or --warc FILE", file=sys.stderr)
         return 2
     from brivl.crawl import CrawlConfig
+    from brivl.crawl.seeds import check_seeds
 
-    try:
-        config = CrawlConfig.from_dict(build_config(args)).to_dict()
-    except (ValueError, TypeError, json.JSONDecodeError) as exc:
-        print(f"brivl crawl: bad config: {exc}", file=sys.stderr)
-        return 2
+    check_seeds(args.seed)
+    config = CrawlConfig.from_dict(build_config(args)).to_dict()
+    from brivl.crawl.stage import no_candidates_message
     from brivl.manifest import read_manifest
     from brivl.report import print_table
     from tasks.crawl import crawl_task
@@ -133,4 +135,7 @@ def run(args: argparse.Namespace) -> int:
     rows.append({"what": "candidates", "count": body["row_counts"]["candidates"]})
     print_table(f"crawl → {out_dir}", rows)
     print(out_dir)
+    if not body["row_counts"]["candidates"]:
+        print(f"brivl crawl: {no_candidates_message(body, out_dir)}", file=sys.stderr)
+        return 1
     return 0

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
-from pathlib import Path
 
 HELP = "run the data flow (crawl → download → filter → shard) from seed URLs"
 
@@ -24,11 +22,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from brivl.config_parse import read_json_config
+    from brivl.crawl.seeds import check_seeds
     from brivl.report import print_table
     from flows.commands.pipeline import rejection_rows, stage_rows
     from flows.data import data_flow
 
-    cfg = json.loads(Path(args.config).read_text()) if args.config else {}
+    check_seeds(args.seed)
+    cfg = read_json_config(args.config) if args.config else {}
     crawl = dict(cfg.get("crawl", {}))
     if args.allow_domain:
         crawl["allowed_domains"] = args.allow_domain

@@ -50,9 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_config(args: argparse.Namespace) -> dict:
     """FilterConfig fields from --config, the named flags and --set, in that order."""
+    from brivl.config_parse import ConfigError, read_json_config
     from brivl.filter import FilterConfig
 
-    values: dict = json.loads(Path(args.config).read_text()) if args.config else {}
+    values: dict = read_json_config(args.config) if args.config else {}
     for flag, field in FLAGS.items():
         if getattr(args, flag) is not None:
             values[field] = getattr(args, flag)
@@ -64,7 +65,7 @@ def build_config(args: argparse.Namespace) -> dict:
     for item in args.set:
         field, sep, raw = item.partition("=")
         if not sep:
-            raise SystemExit(f"--set {item!r}: expected FIELD=VALUE")
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
         try:
             values[field.strip()] = json.loads(raw)
         except json.JSONDecodeError:

@@ -12,22 +12,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", required=True, help="checkpoint dir or models:/ URI")
     parser.add_argument("--shards", required=True, help="shard stage directory (train/, val/)")
     parser.add_argument("--out", help="output directory (default: $BRIVL_HOME/data/index/<key>)")
-    parser.add_argument("--splits", default="train,val", help="comma-separated splits (train,val)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--splits", help="comma-separated splits (default: train,val)")
+    parser.add_argument("--batch-size", type=int, help="rows per encoder call (default: "
+                        "IndexConfig's)")
     parser.add_argument("--index-key", help="faiss index factory string (default: autofaiss picks)")
 
 
 def run(args: argparse.Namespace) -> int:
     from brivl.manifest import read_manifest
     from brivl.report import print_table
+    from brivl.retrieval.build import IndexConfig
     from brivl.retrieval.service import service_hint
     from tasks.index import index_task
 
-    config = {
-        "splits": [s for s in args.splits.split(",") if s],
-        "batch_size": args.batch_size,
-        "index_key": args.index_key,
-    }
+    config = {k: v for k, v in (("batch_size", args.batch_size), ("index_key", args.index_key))
+              if v is not None}
+    if args.splits is not None:
+        config["splits"] = [s for s in args.splits.split(",") if s]
+    IndexConfig.from_dict(config)  # checked before the model loads
     out_dir = index_task(args.checkpoint, args.shards, config, args.out)
     body = read_manifest(out_dir)
     print_table(

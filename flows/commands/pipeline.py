@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
+
+from flows.checks import STAGES
 
 HELP = "run crawl → download → filter → shard → pretrain → evaluate → register → index → interpret"
 DEMO_PORT = 8731  # fixed so reruns hit the cache (seed URLs are part of the crawl's identity)
@@ -31,8 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="private/loopback network the crawler may reach on purpose, e.g. 10.0.0.0/8")
     parser.add_argument("--max-pages", type=int, default=None, help="crawl page limit")
     parser.add_argument("--model", "--model-config", dest="model", default=None,
-                        help="model config name (default: brivl-lite sized for a CPU, see "
-                        "flows/pipeline.py CPU_TRAIN; also brivl-tiny, brivl-paper)")
+                        help="model config name (default: the CPU recipe's, flows/pipeline.py "
+                        "CPU_TRAIN; also brivl-tiny, brivl-paper)")
     parser.add_argument("--steps", type=int, default=None, help="training steps")
     parser.add_argument("--batch-size", type=int, default=None, help="training batch size")
     parser.add_argument("--workers", type=int, default=None,
@@ -40,14 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-sets", default=None, metavar="PATH",
                         help="eval sets: a directory of them, or one Parquet/CSV file, ImageFolder "
                         "tree or webdataset directory (the demo writes its own)")
-    parser.add_argument("--stages", default="data,retrain,index,interpret",
-                        help="comma list among data,retrain,index,interpret")
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma list among {','.join(STAGES)} (default: all)")
     parser.add_argument("--config", default=None, metavar="JSON",
                         help="JSON file with per-stage config overrides (see flows/pipeline.py)")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    cfg: dict[str, Any] = json.loads(Path(args.config).read_text()) if args.config else {}
+    from brivl.config_parse import read_json_config
+
+    cfg: dict[str, Any] = read_json_config(args.config) if args.config else {}
     cfg.setdefault("crawl", {})
     cfg.setdefault("train", {})
     if args.allow_domain:
@@ -94,11 +96,16 @@ def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
 
 
 def run(args: argparse.Namespace) -> int:
-    from flows.pipeline import pipeline_flow
+    from brivl.crawl.seeds import check_seeds
+    from flows.checks import check_pipeline_config
+    from flows.pipeline import merged_config, pipeline_flow
 
     cfg = _overrides(args)
     if args.eval_sets:
         cfg["eval_sets"] = args.eval_sets
+    check_pipeline_config(merged_config(cfg))  # every stage's config, before any stage runs
+    if args.seed:
+        check_seeds(args.seed)
     started = time.monotonic()
     source = _demo_source(args, cfg) if args.demo else contextlib.nullcontext(args.seed)
     with source as seeds:

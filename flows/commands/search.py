@@ -50,8 +50,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from brivl.retrieval.service import SearchIndex, find_indexes, load_encoder, service_hint
+    from brivl.retrieval.service import (
+        SearchIndex,
+        check_k,
+        find_indexes,
+        load_encoder,
+        service_hint,
+    )
 
+    check_k(args.k, "-k")
     if not args.serve and not args.text and not args.image:
         print("brivl search: give a text query, --image FILE, or --serve", file=sys.stderr)
         return 2
