@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -68,7 +69,8 @@ def test_rerun_hits_the_cache_and_a_filter_change_reruns_filter_and_shard(downlo
     assert first["filter"][0] == first["shard"][0] == "Completed"
     filter_dir, shard_dir = Path(first["filter"][1]), Path(first["shard"][1])
     filter_body, shard_body = manifest.verify(filter_dir), manifest.verify(shard_dir)
-    assert filter_body["row_counts"] == {"input": 16, "kept": 16, "rejected": 0, "not_success": 1}
+    assert filter_body["row_counts"] == {"input": 16, "kept": 16, "rejected": 0, "not_success": 1,
+                                         "bad_input_files": 0}
     assert shard_body["inputs"] == [filter_body["hash"]]  # lineage: shards name their filter
     assert shard_body["row_counts"]["total"] == 16
     stamps = {p: p.stat().st_mtime_ns for p in (filter_dir, shard_dir)}
@@ -77,6 +79,11 @@ def test_rerun_hits_the_cache_and_a_filter_change_reruns_filter_and_shard(downlo
     assert second["filter"] == ("Cached", str(filter_dir))
     assert second["shard"] == ("Cached", str(shard_dir))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # no stage work at all
+    for stage, out in (("filter", filter_dir), ("shard", shard_dir)):  # a child run each time
+        runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                  filter_string=f"tags.`brivl.out_dir` = '{out}'")
+        assert sorted(r.data.tags["brivl.cached"] for r in runs) == ["False", "True"], stage
+        assert all(r.data.tags["brivl.stage"] == stage for r in runs)
 
     third = chain(download_dir, {"min_image_side": 80}, shard_cfg)
     assert third["filter"][0] == third["shard"][0] == "Completed"
@@ -101,4 +108,5 @@ def test_cli_filter_then_shard(download_dir: str, tmp_path: Path, capsys) -> Non
     assert main(["shard", "--input", str(tmp_path / "f"), "--out", str(tmp_path / "s"),
                  "--rows-per-shard", "6", "--val-fraction", "0"]) == 0
     assert read_shard_table(tmp_path / "s", "train").num_rows == 16
-    assert manifest.verify(tmp_path / "s")["row_counts"] == {"train": 16, "val": 0, "total": 16}
+    assert manifest.verify(tmp_path / "s")["row_counts"] == {
+        "train": 16, "val": 0, "total": 16, "rejected": 0, "bad_input_files": 0}
