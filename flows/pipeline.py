@@ -26,11 +26,12 @@ from flows.runs import pipeline_run  # noqa: E402
 from tasks.index import index_task  # noqa: E402
 from tasks.interpret import prompt_grid_task, train_generator_task  # noqa: E402
 
-DEFAULT_PROMPTS = [  # things the demo web's clip art shows, in plain words
+DEFAULT_PROMPTS = [  # things the demo web's clip art shows, in plain words, each with a colour
     "a red apple",
-    "a yellow sun",
-    "a black cat",
+    "a yellow star",
+    "a green tree",
     "a blue car",
+    "a black cat",
 ]
 
 # brivl-lite (pretrained EfficientNet-Lite0 + MiniLM) sized for a few CPU minutes: 128 px; the
@@ -66,9 +67,15 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "eval": {},
     "baselines": {"step0": True, "frozen_towers": True},  # evaluated beside the trained model
     "index": {},
-    "generator": {"steps": 80},  # CPU-sized (~40 s on 2 cores); raise on a GPU
-    # each step backpropagates 1 + n_views images through the image tower: ~65 s on 2 cores
-    "grid": {"visualize": {"steps": 64, "augment": {"n_views": 2}},
+    # CPU-sized (~25 s on 2 cores): L1 + VQ losses only (the perceptual features cost 3x per
+    # step); raise steps and channels on a GPU
+    "generator": {"steps": 200, "lr": 0.01, "perceptual_weight": 0.0},
+    # each step backpropagates 1 + n_views images through the image tower (~4 s a prompt and
+    # algorithm on 2 cores). Algorithm 1 paints flat-coloured ellipses on white (the "shapes"
+    # parameterisation): on this small model, Fourier pixels turn into texture, shapes show
+    # the prompt's colour and rough extent.
+    "grid": {"visualize": {"param": "shapes", "steps": 64, "tv_weight": 0.0,
+                           "augment": {"n_views": 2}},
              "generate": {"steps": 64, "augment": {"n_views": 2}}},
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",

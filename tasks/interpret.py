@@ -110,6 +110,9 @@ def _grid_report(run: StageRun, params: dict[str, Any]) -> None:
     summary = json.loads(paths[1].read_text())
     finals = {m: [r[m]["final"] for r in summary["results"]] for m in summary["methods"]}
     tracking.log_metrics({f"{m}.final_mean": sum(v) / len(v) for m, v in finals.items() if v})
+    from brivl.interpret.grid import grid_scores
+
+    tracking.log_metrics(grid_scores(summary))
 
 
 GRID = Stage(GRID_STAGE, GRID_CODE, grid_config, _grid_inputs, report=_grid_report)
@@ -132,10 +135,10 @@ def prompt_grid_task(
 
     def produce(run: StageRun) -> StageOutput:
         summary = _render(checkpoint_dir, generator_dir, run.config, run.out_dir)
-        print_table("prompt grid", [
-            {"prompt": r["prompt"], **{m: r[m]["final"] for m in summary["methods"]}}
-            for r in summary["results"]
-        ])
+        from brivl.interpret.grid import grid_rows
+
+        print_table("Prompt grid: similarity to the prompt, rank among prompts, colours shown",
+                    grid_rows(summary))
         return StageOutput({"prompts": len(summary["results"]),
                             "methods": len(summary["methods"])},
                            {"checkpoint": str(checkpoint_dir), "generator": generator_dir})

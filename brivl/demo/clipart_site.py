@@ -18,6 +18,10 @@ JPEG is the default because img2dataset's PNG path (decode, float alpha matting)
 ~10-15 ms CPU per picture against ~1.7 ms for the same picture as JPEG, and converting once
 costs ~3.5 ms (500 package pictures, one core).
 
+Text around a picture is what such galleries show: title, tags, a short description. As
+stock-art sites do, the description starts with the picture's main colours and the tags
+cell lists them first (computed from the pixels, :mod:`brivl.colours`).
+
 Faults are the synthetic web's download faults (:data:`brivl.demo.site.DOWNLOAD_FAULTS`),
 ``fault_share`` of the pictures each (at least one), served by
 :func:`brivl.demo.site.fault_response`; ``optout_meta`` opts a whole category page out.
@@ -31,8 +35,11 @@ import os
 import random
 import threading
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from PIL import Image
 
 from brivl.demo.clipart_pages import (
     SITE_NAME,
@@ -42,6 +49,7 @@ from brivl.demo.clipart_pages import (
     home_html,
     listing_html,
 )
+from brivl.colours import jpeg_colour_names
 from brivl.demo.holdout import Holdout, HoldoutConfig, split_holdout
 from brivl.demo.openclipart import PNG_ROOT, ClipArt, cache_dir, load_catalogue, to_jpeg
 from brivl.demo.site import (
@@ -118,15 +126,7 @@ class ClipArtSite:
         file = self._files[path]
         if self.config.image_format == "png":
             return (self.root / file).read_bytes()
-        cached = self.jpeg_dir / f"{file[:-4]}.jpg"
-        if cached.is_file():
-            return cached.read_bytes()
-        body = to_jpeg(self.root / file)
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(f".{cached.name}.{threading.get_ident()}.tmp")
-        tmp.write_bytes(body)
-        os.replace(tmp, cached)
-        return body
+        return cached_jpeg(self.root, self.jpeg_dir, file)
 
     def warm(self) -> int:
         """Convert every served picture now (e.g. before timing a download); returns how many."""
@@ -164,6 +164,33 @@ class ClipArtSite:
         from brivl.demo.clipart_evals import write_clipart_eval_sets
 
         return write_clipart_eval_sets(self.holdout, self.root, out_dir, **sizes)
+
+
+def cached_jpeg(root: Path, jpeg_dir: Path, file: str) -> bytes:
+    """The package PNG ``root/file`` on white as JPEG, converted once into ``jpeg_dir``."""
+    cached = jpeg_dir / f"{file[:-4]}.jpg"
+    if cached.is_file():
+        return cached.read_bytes()
+    body = to_jpeg(root / file)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.{threading.get_ident()}.tmp")
+    tmp.write_bytes(body)
+    os.replace(tmp, cached)
+    return body
+
+
+def picture_colours(root: Path, jpeg_dir: Path, items: list[ClipArt]) -> dict[str, tuple[str, ...]]:
+    """Each picture's main colour names, read from its JPEG (converted now if need be: the
+    download would convert it anyway); two threads, since decoding releases the GIL."""
+
+    def one(item: ClipArt) -> tuple[str, ...]:
+        try:
+            return jpeg_colour_names(cached_jpeg(root, jpeg_dir, item.file))
+        except (OSError, ValueError, Image.DecompressionBombError):
+            return ()
+
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        return dict(zip((i.file for i in items), pool.map(one, items), strict=True))
 
 
 def picture_path(file: str, image_format: str = "jpeg") -> str:
@@ -209,6 +236,8 @@ class _Planner:
 
     def build(self) -> ClipArtSite:
         pool = self._pool()
+        self.jpeg_dir = self.root.parent / "jpeg-q90"
+        self.colours = picture_colours(self.root, self.jpeg_dir, pool)
         k = max(1, round(len(pool) * self.config.fault_share))
         private, public = pool[:k], pool[k:]
         pages = self._paginate(public)
@@ -221,8 +250,7 @@ class _Planner:
             listings.append(listing)
         private_listings = self._private(private, images, marks, files)
         site_pages = self._render(listings, private_listings, images, marks)
-        jpeg_dir = self.root.parent / "jpeg-q90"
-        return ClipArtSite(self.config, self.root, jpeg_dir, self.holdout, images,
+        return ClipArtSite(self.config, self.root, self.jpeg_dir, self.holdout, images,
                            listings + private_listings, ROBOTS_TXT, site_pages, files)
 
     def _pool(self) -> list[ClipArt]:
@@ -329,7 +357,7 @@ class _Planner:
                           width=size[0] if served else None, height=size[1] if served else None)
 
     def _markup(self, item: ClipArt) -> Markup:
-        rng = self.rng
+        rng, colours = self.rng, self.colours[item.file]
         layout = rng.choice(("figure", "card", "row", "srcset", "picture"))
         r = rng.random()
         if r < 0.35:
@@ -342,10 +370,10 @@ class _Planner:
             alt = rng.choice(BOILERPLATE_ALTS)
         title_attr = f"{item.title} - free clip art" if rng.random() < 0.15 else ""
         beside = item.title if rng.random() < 0.8 else f"{item.title} - {item.category_name}"
-        if layout == "row":  # the tags cell
-            paragraph = ", ".join(item.keywords[:5])
+        if layout == "row":  # the tags cell: colour tags first, as stock-art sites list them
+            paragraph = ", ".join([*colours, *item.keywords[:5]])
         else:
-            paragraph = _paragraph(item, rng) if rng.random() < 0.7 else ""
+            paragraph = _paragraph(item, colours, rng) if rng.random() < 0.7 else ""
         return Markup(layout, rng.random() < 0.5, alt, title_attr, beside, paragraph,
                       "h3" if rng.random() < 0.5 else "span")
 
@@ -377,7 +405,7 @@ def _one_word(item: ClipArt, rng: random.Random) -> str:
     return rng.choice(words) if words else item.category_name.split()[-1]
 
 
-def _paragraph(item: ClipArt, rng: random.Random) -> str:
+def _paragraph(item: ClipArt, colours: tuple[str, ...], rng: random.Random) -> str:
     kws = list(item.keywords[:4]) or [item.category_name]
     creator = item.creator or "an anonymous artist"
     options = (
@@ -387,7 +415,13 @@ def _paragraph(item: ClipArt, rng: random.Random) -> str:
         f"Uploaded by {creator}. Keywords: {' '.join(kws)}.",
         f"From the {item.category_name} collection, by {creator}; see also {rng.choice(kws)}.",
     )
-    return rng.choice(options)
+    text = rng.choice(options)
+    return f"{_colour_phrase(colours)} {text}" if colours else text
+
+
+def _colour_phrase(colours: tuple[str, ...]) -> str:
+    """``("red", "black")`` -> ``"In red and black."`` (the picture's main colours)."""
+    return f"In {' and '.join(colours)}."
 
 
 def _intro(items: list[ClipArt]) -> str:

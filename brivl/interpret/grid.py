@@ -2,7 +2,9 @@
 
 One row per prompt, one column per method; each cell is captioned with the final cosine
 similarity to its prompt. The summary also holds the full similarity matrix of every
-image against every prompt, which says whether each picture is closest to its own prompt.
+image against every prompt, which says whether each picture is closest to its own prompt,
+and, for prompts that name a colour, whether that colour is among the picture's main
+colours (:func:`brivl.colours.colour_names`, the names the demo site tags pictures with).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
+from brivl.colours import COLOUR_NAMES, colour_names
 from brivl.interpret.common import EmbeddingModel, image_text_similarity
 from brivl.interpret.generate import Generator, TextToImageConfig, generate
 from brivl.interpret.visualize import VisualizeConfig, visualize
@@ -51,10 +54,59 @@ def render_prompt_grid(
         summary[f"{method}_own_prompt_is_best"] = [
             int(sims[i].argmax()) == i for i in range(len(prompts))
         ]
+        summary[f"{method}_colours"] = [list(colour_names(row[col], limit=3)) for row in rows]
+        summary[f"{method}_colour_match"] = [
+            colour_match(prompt, colours)
+            for prompt, colours in zip(prompts, summary[f"{method}_colours"], strict=True)
+        ]
     labels = [
         [f"{m} {summary['results'][i][m]['final']:+.2f}" for m in methods] for i in range(len(rows))
     ]
     return compose_grid(list(prompts), rows, labels, cell), summary
+
+
+def grid_rows(summary: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per prompt: for each method its similarity to the prompt, whether the
+    prompt is the image's best match among all prompts, and the image's main colours
+    (marked ✓ when they include a colour the prompt names)."""
+    rows = []
+    for i, result in enumerate(summary["results"]):
+        row: dict[str, Any] = {"prompt": result["prompt"]}
+        for method in summary["methods"]:
+            best = summary[f"{method}_own_prompt_is_best"][i]
+            colours = "/".join(summary[f"{method}_colours"][i]) or "none"
+            match = summary[f"{method}_colour_match"][i]
+            mark = "" if match is None else (" ✓" if match else " ✗")
+            row[method] = (f"{result[method]['final']:+.2f}, {'best' if best else 'not best'}"
+                           f" of {len(summary['results'])}, {colours}{mark}")
+        rows.append(row)
+    return rows
+
+
+def grid_scores(summary: dict[str, Any]) -> dict[str, float]:
+    """Per method: share of images closest to their own prompt, and share of colour-naming
+    prompts whose colour the image shows."""
+    scores = {}
+    for method in summary["methods"]:
+        best = summary[f"{method}_own_prompt_is_best"]
+        scores[f"{method}.own_prompt_best_share"] = sum(best) / len(best)
+        matches = [m for m in summary[f"{method}_colour_match"] if m is not None]
+        if matches:
+            scores[f"{method}.colour_match_share"] = sum(matches) / len(matches)
+    return scores
+
+
+def prompt_colours(prompt: str) -> list[str]:
+    """The colour names a prompt mentions (``"a red apple"`` -> ``["red"]``)."""
+    words = prompt.lower().replace(",", " ").split()
+    return [w for w in words if w in COLOUR_NAMES]
+
+
+def colour_match(prompt: str, colours: Sequence[str]) -> bool | None:
+    """Whether a colour the prompt names is among the image's main colours; None when the
+    prompt names none."""
+    wanted = prompt_colours(prompt)
+    return any(c in colours for c in wanted) if wanted else None
 
 
 def _trace_summary(trace: list[float]) -> dict[str, float]:

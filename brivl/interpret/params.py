@@ -6,9 +6,15 @@ transformed, mixed from a decorrelated colour space into RGB and squashed to [0,
 sigmoid. ``pixel``: one logit per pixel and channel, same colour mixing and sigmoid. The
 Fourier basis makes the steepest-descent direction smooth, which is what keeps the result
 from turning into adversarial high-frequency noise (Olah et al., "Feature Visualization").
+``shapes``: a few flat-coloured soft ellipses painted in order on a white canvas (position,
+radii, angle, colour and opacity are the parameters), a strong prior for clip-art-like
+pictures: the optimiser can only say *which colours, where, how big*, so the result shows
+colour and rough shape instead of texture (in the spirit of CLIPDraw's strokes).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -19,7 +25,10 @@ from torch import nn
 _COLOR_SQRT = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
 COLOR_MIX = _COLOR_SQRT / _COLOR_SQRT.norm(dim=0).max()
 
-PARAM_KINDS = ("fourier", "pixel")
+PARAM_KINDS = ("fourier", "pixel", "shapes")
+SHAPES = 16  # ellipses of the ``shapes`` parameterisation
+EDGE_SHARPNESS = 10.0  # steepness of an ellipse's soft edge (larger = crisper)
+OPACITY_LOGIT = 0.0  # initial opacity logit of every ellipse (0 = half-transparent)
 
 
 def _mix_colours(image: torch.Tensor, decorrelate: bool) -> torch.Tensor:
@@ -75,6 +84,37 @@ class PixelImage(nn.Module):
         return torch.sigmoid(_mix_colours(self.logits, self.decorrelate))
 
 
+class ShapesImage(nn.Module):
+    """``n`` soft ellipses with flat colours, painted back to front on white."""
+
+    def __init__(self, size: int, *, generator: torch.Generator, n: int = SHAPES) -> None:
+        super().__init__()
+        self.size = size
+        self.centre = nn.Parameter(torch.rand(n, 2, generator=generator) * 1.2 - 0.6)
+        radii = math.log(0.25) + 0.3 * torch.randn(n, 2, generator=generator)
+        self.log_radii = nn.Parameter(radii)  # half-axes, in units of half the image side
+        self.angle = nn.Parameter(torch.rand(n, generator=generator) * math.pi)
+        self.colour = nn.Parameter(torch.randn(n, 3, generator=generator) * 0.5)  # logits
+        self.opacity = nn.Parameter(torch.full((n,), OPACITY_LOGIT))  # start half-transparent
+        axis = torch.linspace(-1, 1, size)
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+        self.register_buffer("grid", torch.stack([xs, ys], -1), persistent=False)  # [H,W,2]
+
+    def forward(self) -> torch.Tensor:
+        offset = self.grid[None] - self.centre[:, None, None, :]  # [n,H,W,2]
+        cos, sin = torch.cos(self.angle)[:, None, None], torch.sin(self.angle)[:, None, None]
+        u = cos * offset[..., 0] + sin * offset[..., 1]
+        v = cos * offset[..., 1] - sin * offset[..., 0]
+        radii = self.log_radii.exp()[:, None, None, :]  # [n,1,1,2]
+        inside = 1 - (u / radii[..., 0]) ** 2 - (v / radii[..., 1]) ** 2
+        alpha = torch.sigmoid(inside * EDGE_SHARPNESS) * torch.sigmoid(self.opacity)[:, None, None]
+        colours = torch.sigmoid(self.colour)
+        image = torch.ones(3, self.size, self.size, device=alpha.device)
+        for k in range(len(alpha)):  # back to front
+            image = image * (1 - alpha[k]) + colours[k][:, None, None] * alpha[k]
+        return image[None]
+
+
 def make_image_param(
     kind: str,
     size: int,
@@ -91,4 +131,6 @@ def make_image_param(
         )
     if kind == "pixel":
         return PixelImage(size, generator=generator, init_sd=init_sd, decorrelate=decorrelate)
+    if kind == "shapes":
+        return ShapesImage(size, generator=generator)
     raise ValueError(f"unknown image parameterisation {kind!r}; accepted: {', '.join(PARAM_KINDS)}")

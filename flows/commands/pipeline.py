@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from flows.checks import STAGES
 
 HELP = "run crawl → download → filter → shard → pretrain → evaluate → register → index → interpret"
-DEMO_PORT = 8731  # fixed so reruns hit the cache (seed URLs are part of the crawl's identity)
+DEMO_PORT = 8731  # the demo's canonical port: in its seeds and rows, whichever port it listens on
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,28 +73,30 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
     """Serve the demo web, write its eval sets, and point the crawl at it.
 
-    The seed URL's fragment names the web and its size: the crawler drops it, but the
-    crawl's cache key (the seed list) keeps the two webs and their sizes apart."""
-    from brivl.demo import serve
+    The seed names the demo by content, never by where it listens: the canonical origin
+    ``http://127.0.0.1:DEMO_PORT`` (when that port is taken, the server listens elsewhere and
+    this process's crawl and download connect there through a port forward,
+    :func:`brivl.demo.serve_at`), and a fragment naming the web, its size and its content
+    (:func:`brivl.demo.identity.site_identity`). The crawler drops the fragment, but the
+    crawl's cache key (the seed list) keeps different webs apart, and the same web has the
+    same key, candidates and rows on any port: a killed run resumes on another one."""
+    from brivl.demo import serve_at
+    from brivl.demo.identity import site_identity
     from brivl.env import project_home
     from flows.commands.demo import build_demo_web
 
     web, site = build_demo_web(args.demo, args.demo_images)
-    label = f"{web}-{len(site.images)}"
+    label = f"{web}-{len(site.images)}-{site_identity(site)}"
     name = f"openclipart-{site.heldout_key()}" if web == "openclipart" else f"demo-{len(site.images)}"
     eval_dir = project_home() / "eval" / name
     if not (eval_dir / "_manifest.json").exists():
         site.eval_sets(eval_dir)
     cfg.setdefault("eval_sets", str(eval_dir))
-    try:
-        server = serve(site, port=DEMO_PORT)
-    except OSError:
-        server = serve(site, port=0)
-    with server:
+    with serve_at(site, DEMO_PORT) as server:
         cfg["crawl"].setdefault("allow_cidrs", [f"{server.host}/32"])
         # below the demo's slow-body stall, so the "slow" fault shows up as a timeout
         cfg.setdefault("download", {}).setdefault("timeout_s", 2.0)
-        yield [f"{server.base_url}/#{label}"]
+        yield [f"{server.origin}/#{label}"]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,6 +139,13 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
                 "gate": reg.get("decision", {}).get("reason", reg.get("decision", {}).get("outcome", "")),
             },
         )
+    grid = result.get("prompt_grid")
+    if grid and Path(grid).with_suffix(".json").is_file():
+        from brivl.interpret.grid import grid_rows
+
+        summary = json.loads(Path(grid).with_suffix(".json").read_text())
+        print_table("Prompt grid: similarity to the prompt, rank among prompts, colours shown",
+                    grid_rows(summary))
     extras: dict[str, Any] = {}
     if result.get("index_dir"):
         from brivl.retrieval.service import service_hint

@@ -119,6 +119,14 @@ def test_prompt_grid_is_logged_to_the_active_mlflow_run(inputs, generator_dir, t
     assert [r["prompt"] for r in summary["results"]] == prompts
     assert summary["methods"] == ["visualize", "generate"]
     assert len(summary["generate_similarity_matrix"]) == 2
+    from brivl.colours import colour_names
+    from brivl.interpret.grid import colour_match, grid_scores
+
+    with Image.open(path) as grid:  # the first cell: Algorithm 1 for "a red circle"
+        cell = grid.crop((4, 4 + 14, 4 + 32, 4 + 14 + 32))
+    assert summary["visualize_colours"][0] == list(colour_names(cell, limit=3))
+    assert summary["visualize_colour_match"][0] == ("red" in summary["visualize_colours"][0])
+    assert colour_match("a dog", ["red"]) is None and colour_match("a red dog", ["grey"]) is False
     client = mlflow.MlflowClient()
     (child,) = client.search_runs(  # the grid stage's own child run of the active run
         [client.get_run(run_id).info.experiment_id], f"tags.mlflow.parentRunId = '{run_id}'"
@@ -128,6 +136,8 @@ def test_prompt_grid_is_logged_to_the_active_mlflow_run(inputs, generator_dir, t
     assert child.data.params["config.visualize.steps"] == "3"
     logged = [a.path for a in client.list_artifacts(child.info.run_id, "interpretation")]
     assert GRID_ARTIFACT in logged and "interpretation/prompt_grid.json" in logged
+    for name, value in grid_scores(summary).items():
+        assert child.data.metrics[name] == value
     local = mlflow.artifacts.download_artifacts(
         run_id=child.info.run_id, artifact_path=GRID_ARTIFACT, dst_path=str(tmp_path)
     )

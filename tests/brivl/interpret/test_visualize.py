@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from brivl.interpret.common import (
@@ -55,6 +56,21 @@ def test_pixel_parameterisation_also_climbs(trained_model):
     result = visualize(trained_model, TARGET, config)
     initial = result.initial_similarity
     assert result.final_similarity >= initial + max(0.05, 0.2 * (1 - initial)), result.trace[::5]
+
+
+def test_shapes_parameterisation_climbs_and_paints_on_white(trained_model):
+    from brivl.interpret.params import ShapesImage
+
+    blank = ShapesImage(32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        blank.opacity.fill_(-30.0)  # fully transparent ellipses: the white canvas shows
+        assert torch.allclose(blank(), torch.ones(1, 3, 32, 32), atol=1e-6)
+    config = VisualizeConfig(steps=25, param="shapes", tv_weight=0.0, seed=1)
+    result = visualize(trained_model, TARGET, config)
+    initial = result.initial_similarity
+    assert result.final_similarity >= initial + max(0.05, 0.2 * (1 - initial)), result.trace[::5]
+    pixels = torch.from_numpy(np.asarray(result.image, dtype=np.float32)).reshape(-1, 3)
+    assert pixels.std(dim=0).min() > 5  # shapes were painted, not a flat canvas
 
 
 def test_views_are_identity_without_augmentation_and_differ_with_it():
