@@ -2,7 +2,8 @@
 
 Layout of a shard directory::
 
-    train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url
+    train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url,
+                                   page_url, source_sha256, face_count, face_boxes
     val/part-00000.parquet ...
     rejected/part-00000.parquet    input rows not sharded (key, source, row, reason, detail):
                                    no key, duplicate key, no or undecodable image, and the
@@ -63,6 +64,10 @@ from brivl.report import progress
 SPLITS = ("train", "val")
 PLAN_NAME = ".shard_plan.json"  # hidden: which plan the existing shard files belong to
 SLOW_ENV = "BRIVL_SHARD_DELAY_S"  # test hook: sleep this long after each shard is written
+# copied from the input as they are (null when the input lacks them): where the pair came
+# from and what the filter's face rule found (face_boxes: JSON [[x, y, w, h], ...])
+PASSED_THROUGH = {"page_url": pa.string(), "source_sha256": pa.string(),
+                  "face_count": pa.int32(), "face_boxes": pa.string()}
 SHARD_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -73,6 +78,7 @@ SHARD_SCHEMA = pa.schema(
         ("sha256", pa.string()),
         ("url", pa.string()),
     ]
+    + [(name, kind) for name, kind in PASSED_THROUGH.items()]
 )
 REJECTED_DIR = "rejected"
 REJECTED_SCHEMA = pa.schema(
@@ -93,6 +99,8 @@ INPUT_COLUMNS = {
     "width": Column(("width",), (INTEGER,), required=False),
     "height": Column(("height",), (INTEGER,), required=False),
     "sha256": Column(("sha256",), required=False),
+    **{name: Column((name,), (INTEGER,) if pa.types.is_integer(kind) else (STRING,),
+                    required=False) for name, kind in PASSED_THROUGH.items()},
 }
 TRAIN, VAL, REJECTED = 0, 1, -1  # where the plan routes a row
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -484,7 +492,10 @@ class _SplitWriter:
                     width[i], height[i] = im.size
                 sha[i] = hashlib.sha256(blob).hexdigest()
             images = pa.array(blobs, pa.binary())
-        url = batch.column(role["url"]) if role["url"] else pa.nulls(n, pa.string())
+        def column(role_name: str, kind: pa.DataType) -> pa.Array:
+            name = role[role_name]
+            return batch.column(name).cast(kind) if name else pa.nulls(n, kind)
+
         return pa.table(
             [
                 batch.column(role["key"]).cast(pa.string()),
@@ -493,7 +504,8 @@ class _SplitWriter:
                 pa.array(width, pa.int32()) if isinstance(width, list) else width,
                 pa.array(height, pa.int32()) if isinstance(height, list) else height,
                 pa.array(sha, pa.string()) if isinstance(sha, list) else sha,
-                url.cast(pa.string()),
+                column("url", pa.string()),
+                *(column(name, kind) for name, kind in PASSED_THROUGH.items()),
             ],
             schema=SHARD_SCHEMA,
         )

@@ -1,8 +1,9 @@
 """Weak-correlation filtering: keep image-text pairs that are globally related, drop junk.
 
 After BriVL's cleaning rules, DataComp's basic filter and LAION's: image size and aspect,
-caption length, text repair, blocklist, spam, language, exact and near-duplicate images,
-duplicate URLs and a cap on identical captions. Every input row ends kept or rejected with the
+caption length, text repair, blocklist, spam, language, faces (blurred in the stored JPEG
+by default, or the pair dropped: :mod:`brivl.filter.faces`), exact and near-duplicate
+images, duplicate URLs and a cap on identical captions. Every input row ends kept or rejected with the
 first rule it failed (:data:`RULES` is the order). See :mod:`brivl.filter.run` for the stage.
 """
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from brivl.config_parse import bounded, config_from_dict
+from brivl.filter.faces import POLICIES as FACE_POLICIES
 
 # Every input row is kept, or rejected by the FIRST of these rules it fails, in this order.
 # Per-row rules (image first: a bad image makes the pair useless whatever its text says):
@@ -21,6 +22,7 @@ ROW_RULES = (
     "blocklist",  # a blocklisted word or phrase (whole words, case-insensitive)
     "spam",  # spam phrase, URL, one token repeated, few unique words, mostly symbols
     "language",  # detected language not in `languages`
+    "face",  # face_policy "drop" and the face detector found a face (last: the costliest)
 )
 # ...then the dedup rules, over the survivors in a stable order (sorted by candidate id), so
 # the first of a group is kept whatever order the shards were read in:
@@ -86,6 +88,12 @@ class FilterConfig:
     near_dup_max_pixel_diff: float = bounded(40.0, min=0)  # thumbnail difference limit
     dedup_url: bool = True
     max_identical_captions: int = bounded(5, min=0)  # kept rows per normalised caption; 0: any
+    face_policy: str = bounded("blur", choices=FACE_POLICIES)  # blur: faces blurred in the
+    #   stored JPEG (DataComp's choice); drop: the pair rejected as "face"; off: no detection
+    face_detect_side: int = bounded(128, min=20, max=4096)  # detector's grey copy, longer side
+    face_min_size: int = bounded(24, min=20, max=4096)  # smallest face, in grey-copy pixels
+    face_min_neighbors: int = bounded(3, min=1, max=100)  # hits a face needs (more: surer)
+    face_blur_quality: int = bounded(95, min=1, max=100)  # JPEG quality of a blurred image
 
     def __post_init__(self) -> None:
         self.blocklist = sorted({str(w).strip().lower() for w in self.blocklist if str(w).strip()})

@@ -37,6 +37,7 @@ from brivl.errors import SchemaError
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
 from brivl.filter.dedup import Candidate, Deduplicator, NearGraph
+from brivl.filter.faces import FaceDetector, blur_boxes, boxes_json
 from brivl.filter.image import THUMB_SIDE, ImageError, decode_small, phashes
 from brivl.parquet_input import (
     BINARY,
@@ -69,8 +70,11 @@ KEPT_SCHEMA = pa.schema(
         ("jpg", pa.binary()),
         ("width", pa.int32()),
         ("height", pa.int32()),
-        ("sha256", pa.string()),
+        ("sha256", pa.string()),  # of the stored bytes (after any face blur)
         ("page_url", pa.string()),
+        ("source_sha256", pa.string()),  # of the downloaded bytes
+        ("face_count", pa.int32()),  # faces found (null: face_policy "off")
+        ("face_boxes", pa.string()),  # JSON [[x, y, w, h], ...] in the stored image's pixels
     ]
 )
 REJECTED_SCHEMA = pa.schema(
@@ -207,6 +211,7 @@ def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
     candidates: list[Candidate] = []
     hashes: list[np.ndarray] = []
     counts = {"input": 0, "not_success": 0}
+    faces = _FaceStep(cfg)
     row_index = 0
     for batch in handle.iter_batches(batch_size=BATCH_ROWS, columns=wanted, use_threads=False):
         n = batch.num_rows
@@ -236,10 +241,22 @@ def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
                     rejects[name].append(value)
                 continue
             caption, caption_key = result
+            boxes = faces.find(image, width, height)
+            if boxes and cfg.face_policy == "drop":
+                by_rule["face"] += 1
+                detail = f"{len(boxes)} face(s) at {boxes_json(boxes)}"
+                for name, value in zip(REJECTED_SCHEMA.names,
+                                       (ident, key, url, "face", detail, source, index), strict=True):
+                    rejects[name].append(value)
+                continue
+            stored = faces.blur(image, boxes)
             digest = hashlib.sha256(image).digest()
             keep[i] = True
-            for name, value in zip(_COMPUTED, (ident, caption, width, height, digest.hex(), index),
-                                   strict=True):
+            for name, value in zip(_COMPUTED, (
+                    ident, caption, width, height,
+                    digest.hex() if stored is image else hashlib.sha256(stored).hexdigest(),
+                    digest.hex(), faces.count(boxes), faces.boxes_column(boxes), stored, index),
+                    strict=True):
                 kept[name].append(value)
             candidates.append(Candidate((ident, source, index), ident, digest, _norm_url(url),
                                         caption_key))
@@ -248,7 +265,7 @@ def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
             stacked = np.stack(smalls)
             hashes.append(phashes(stacked))
             thumbs.write(stacked.tobytes())
-        survivors.write_table(_survivor_table(batch, roles, keep, kept))
+        survivors.write_table(_survivor_table(batch, roles, keep, kept, faces.take_blurred()))
         row_index += n
         if on_rows:
             on_rows(n)
@@ -256,24 +273,71 @@ def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
     pq.write_table(pa.table(rejects, schema=REJECTED_SCHEMA), work / f"rej-{shard:05d}.parquet")
     thumbs.close()
     return {"shard": shard, "source": source, "rows": row_index, **counts, "by_rule": by_rule,
-            "candidates": candidates,
+            "faces": faces.counts, "candidates": candidates,
             "phashes": np.concatenate(hashes) if hashes else np.zeros((0, 3), np.uint64)}
 
 
+class _FaceStep:
+    """The face rule of one scan: detect (unless ``face_policy`` is "off"), blur, count."""
+
+    def __init__(self, cfg: FilterConfig) -> None:
+        self.policy = cfg.face_policy
+        self.quality = cfg.face_blur_quality
+        self.detector = None if self.policy == "off" else FaceDetector(
+            cfg.face_detect_side, cfg.face_min_size, cfg.face_min_neighbors)
+        self.counts = dict.fromkeys(FACE_COUNTS, 0)
+        self._blurred = False
+
+    def find(self, image: bytes, width: int, height: int) -> list:
+        if self.detector is None:
+            return []
+        self.counts["searched"] += 1
+        boxes = self.detector.boxes(image, width, height)
+        if boxes:
+            self.counts["images_with_faces"] += 1
+            self.counts["faces"] += len(boxes)
+            self.counts["dropped" if self.policy == "drop" else "blurred"] += 1
+        return boxes
+
+    def blur(self, image: bytes, boxes: list) -> bytes:
+        """The bytes to store: ``image`` itself, or a copy with the boxes blurred."""
+        if not boxes or self.policy != "blur":
+            return image
+        self._blurred = True
+        return blur_boxes(image, boxes, self.quality)
+
+    def count(self, boxes: list) -> int | None:
+        return None if self.detector is None else len(boxes)
+
+    def boxes_column(self, boxes: list) -> str | None:
+        return None if self.detector is None else boxes_json(boxes)
+
+    def take_blurred(self) -> bool:
+        """Whether a stored image of the batch since the last call was blurred."""
+        blurred, self._blurred = self._blurred, False
+        return blurred
+
+
+# what the face rule counted: images searched, those with faces, faces, and per policy
+FACE_COUNTS = ("searched", "images_with_faces", "faces", "blurred", "dropped")
 # kept columns computed per row, and those copied from the input batch as they are
-_COMPUTED = ("candidate_id", "caption", "width", "height", "sha256", "_row")
+_COMPUTED = ("candidate_id", "caption", "width", "height", "sha256", "source_sha256",
+             "face_count", "face_boxes", "jpg", "_row")
 _PASSED_THROUGH = ("page_url",)
 
 
 def _survivor_table(batch: pa.RecordBatch, roles: dict[str, str | None], keep: np.ndarray,
-                    kept: dict[str, list]) -> pa.Table:
+                    kept: dict[str, list], blurred: bool = False) -> pa.Table:
     """The scratch table of one batch's survivors: computed columns plus input columns
-    filtered by ``keep`` (the image bytes are not converted back from Python)."""
+    filtered by ``keep`` (the image bytes are converted back from Python only when a face
+    was blurred in the batch)."""
     mask = pa.array(keep)
     columns = {}
     for field in _SCRATCH_SCHEMA:
         name = {"jpg": "image"}.get(field.name, field.name)
-        if field.name in kept:
+        if field.name == "jpg" and not blurred:
+            columns[field.name] = batch.column(roles["image"]).filter(mask).cast(field.type)
+        elif field.name in kept:
             columns[field.name] = pa.array(kept[field.name], field.type)
         elif roles.get(name):
             columns[field.name] = batch.column(roles[name]).filter(mask).cast(field.type)
@@ -432,7 +496,7 @@ def run_filter(
         for rule, n in write_outputs(scan, verdicts[scan["shard"]], work, out).items():
             by_rule[rule] += n
     shutil.rmtree(work)
-    report = _report(scans, verdicts, by_rule)
+    report = _report(scans, verdicts, by_rule, cfg)
     report["bad_input_files"] = bad_files_rows(bad)
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
     return FilterResult(report)
@@ -469,7 +533,8 @@ def _scan_all(files: list[Path], cfg: FilterConfig, work: Path, workers: int, to
     return sorted(scans, key=lambda s: s["shard"])
 
 
-def _report(scans: list[dict], verdicts: dict, by_rule: dict[str, int]) -> dict[str, Any]:
+def _report(scans: list[dict], verdicts: dict, by_rule: dict[str, int], cfg: FilterConfig
+            ) -> dict[str, Any]:
     per_file = []
     for scan in scans:
         rejected = sum(scan["by_rule"].values()) + len(verdicts[scan["shard"]])
@@ -478,7 +543,9 @@ def _report(scans: list[dict], verdicts: dict, by_rule: dict[str, int]) -> dict[
                          "not_success": scan["not_success"]})
     input_rows = sum(s["input"] for s in scans)
     rejected = sum(by_rule.values())
+    faces = {name: sum(s["faces"][name] for s in scans) for name in FACE_COUNTS}
     return {
+        "faces": {"policy": cfg.face_policy, **faces},  # rows searched, with faces, ...
         "input_files": len(scans),
         "input_rows": input_rows,
         "not_success_rows": sum(s["not_success"] for s in scans),
