@@ -15,6 +15,10 @@ resolves the host (from the same cache as the check), checks each address and co
 that checked address literally. The address a socket connects to is always one that passed
 the guard, whatever the DNS server answers in between (see ``brivl.crawl.fetch`` for
 requests/urllib3 and ``brivl.download.guarded`` for urllib/http.client).
+
+Port forwards (:mod:`brivl.crawl.forward`): a guard connects to a checked loopback address
+at its registered live port instead of the URL's port, so the demo web keeps one canonical
+origin (and stage identity) whichever port it listens on. The address is never changed.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
+
+from brivl.crawl.forward import PortForward, active_forwards, live_port
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 ALLOWED_SCHEMES = ("http", "https")
@@ -81,10 +87,13 @@ def is_public(ip: IPAddress) -> bool:
 
 @dataclass
 class AddressGuard:
-    """Decides whether a URL's host may be contacted. Thread-safe; caches DNS answers."""
+    """Decides whether a URL's host may be contacted. Thread-safe; caches DNS answers.
+
+    ``forwards``: this process's port forwards when the guard is built, unless given."""
 
     allow_cidrs: tuple[str, ...] = ()
     dns_ttl_s: float = 300.0
+    forwards: tuple[PortForward, ...] = field(default_factory=active_forwards)
     _networks: tuple = field(init=False, repr=False)
     _cache: dict = field(init=False, repr=False, default_factory=dict)
     _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
@@ -154,12 +163,13 @@ class AddressGuard:
         """A socket to ``host``: ``connect((ip, port))`` on each checked address in turn.
 
         The HTTP clients' connection classes call this instead of resolving ``host``
-        themselves, so the address connected to is the one that was checked (the pin).
+        themselves, so the address connected to is the one that was checked (the pin); a
+        forwarded (address, port) is connected to at its live port.
         """
         error: OSError | None = None
         for ip in self.addresses(host, port):
             try:
-                return connect((str(ip), port))
+                return connect((str(ip), live_port(self.forwards, str(ip), port)))
             except OSError as exc:
                 error = exc
         assert error is not None  # addresses() never returns an empty list

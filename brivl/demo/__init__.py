@@ -15,7 +15,7 @@ packages cannot be fetched. :func:`build_site` is the synthetic web (fault injec
 
 from brivl.demo.clipart_site import ClipArtConfig, ClipArtSite, openclipart_site
 from brivl.demo.openclipart import CorpusUnavailable
-from brivl.demo.server import AccessLog, AccessRecord, DemoServer, serve
+from brivl.demo.server import AccessLog, AccessRecord, DemoServer, serve, serve_at
 from brivl.demo.site import (
     BLOCKLIST_WORDS,
     DOWNLOAD_FAULTS,
@@ -50,4 +50,5 @@ __all__ = [
     "build_site",
     "openclipart_site",
     "serve",
+    "serve_at",
 ]

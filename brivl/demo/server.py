@@ -4,16 +4,24 @@ in a daemon thread.
 ``with serve(site) as server:`` gives ``server.base_url``, ``server.seed_urls`` and an
 ``access_log`` of every request (method, path, status, user agent). Each request runs in its
 own thread, so a slow body never holds up other requests.
+
+``with serve_at(site, port) as server:`` names the site by ``http://127.0.0.1:port`` (its
+``origin`` and seeds) whether or not that port is free: when it is taken, the server listens
+on a free port and a port forward (:mod:`brivl.crawl.forward`) sends this process's guarded
+connections there, so a crawl of it has the same identity and rows on any port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import NamedTuple, Protocol
 from urllib.parse import unquote, urlsplit
 
+from brivl.crawl.forward import PortForward, forwarding
 from brivl.demo.site import Response
 
 
@@ -52,16 +60,21 @@ class AccessLog(list):
 
 
 class DemoServer:
-    """A running demo web; a context manager that stops the server on exit."""
+    """A running demo web; a context manager that stops the server on exit.
 
-    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0) -> None:
+    ``base_url`` is where it listens; ``origin`` (and ``seed_urls``) how stages name it:
+    ``http://host:origin_port``, the listening port unless another is given."""
+
+    def __init__(self, site: Site, host: str = "127.0.0.1", port: int = 0,
+                 origin_port: int | None = None) -> None:
         self.site = site
         self.access_log = AccessLog()
         handler = type("DemoHandler", (_Handler,), {"site": site, "log": self.access_log})
         self._httpd = _Server((host, port), handler)
         self.host, self.port = self._httpd.server_address[:2]
         self.base_url = f"http://{self.host}:{self.port}"
-        self.seed_urls = [self.base_url + "/"]
+        self.origin = f"http://{self.host}:{origin_port or self.port}"
+        self.seed_urls = [self.origin + "/"]
         self._thread = threading.Thread(
             target=self._httpd.serve_forever,
             kwargs={"poll_interval": 0.1},
@@ -89,6 +102,20 @@ class DemoServer:
 def serve(site: Site, host: str = "127.0.0.1", port: int = 0) -> DemoServer:
     """Start serving ``site`` on ``host:port`` (``port=0``: a free port); returns the server."""
     return DemoServer(site, host, port)
+
+
+@contextlib.contextmanager
+def serve_at(site: Site, port: int, host: str = "127.0.0.1") -> Iterator[DemoServer]:
+    """Serve ``site`` as ``http://host:port``: on that port when it is free, else on a free
+    one with a port forward from ``host:port`` for the block (``origin`` names ``port``)."""
+    try:
+        server = DemoServer(site, host, port, origin_port=port)
+    except OSError:  # taken (by another demo, or anything else)
+        server = DemoServer(site, host, 0, origin_port=port)
+    moved = server.port != port
+    with server, (forwarding(PortForward(server.host, port, server.port)) if moved
+                  else contextlib.nullcontext()):
+        yield server
 
 
 class _Server(ThreadingHTTPServer):

@@ -43,6 +43,7 @@ from img2dataset.downloader import Downloader
 from PIL import Image, UnidentifiedImageError
 
 from brivl.crawl.fetch import Fetcher
+from brivl.crawl.forward import PortForward
 from brivl.crawl.guard import AddressGuard, BlockedURL
 from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache, RobotsFile
 from brivl.download import reasons
@@ -61,6 +62,8 @@ class GuardSettings:
     sniff_images: bool = True
     timeout_s: float = 10.0
     max_image_bytes: int = 50_000_000
+    forwards: tuple[PortForward, ...] = ()
+    """The parent's port forwards (:mod:`brivl.crawl.forward`): workers do not share its memory."""
 
 
 def _refusal(reason: str, detail: str) -> urllib.error.URLError:
@@ -74,7 +77,7 @@ class GuardHandler(urllib.request.BaseHandler):
     handler_order = 100  # before everything else
 
     def __init__(self, settings: GuardSettings, guard: AddressGuard | None = None) -> None:
-        self.guard = guard or AddressGuard(settings.allow_cidrs)
+        self.guard = guard or AddressGuard(settings.allow_cidrs, forwards=settings.forwards)
         fetcher = Fetcher(self.guard, settings.robots_user_agent, timeout_s=settings.timeout_s)
         self.robots = RobotsCache(fetcher.fetch_robots, settings.robots_token)
         for site, (status, text) in settings.robots.items():
@@ -144,7 +147,7 @@ def build_guarded_opener(settings: GuardSettings) -> urllib.request.OpenerDirect
     One :class:`AddressGuard` serves the check and the connections, so both use the same
     DNS answers.
     """
-    guard = AddressGuard(settings.allow_cidrs)
+    guard = AddressGuard(settings.allow_cidrs, forwards=settings.forwards)
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler({}),

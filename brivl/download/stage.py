@@ -35,6 +35,7 @@ import pyarrow.parquet as pq
 from brivl import manifest
 from brivl.crawl import candidates as cand
 from brivl.crawl.fetch import Fetcher
+from brivl.crawl.forward import active_forwards
 from brivl.crawl.guard import AddressGuard
 from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache
 from brivl.download import reasons
@@ -332,6 +333,7 @@ def run_download(
             sniff_images=config.sniff_images,
             timeout_s=config.timeout_s,
             max_image_bytes=config.max_image_bytes,
+            forwards=active_forwards(),  # the demo web's live port, if it is not the canonical one
         )
         run_img2dataset(input_file, out_dir, config, settings, on_shard)
         downloaded, failed, stats = collect_results(out_dir, to_download)

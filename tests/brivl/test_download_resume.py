@@ -4,6 +4,10 @@ Real img2dataset against the demo web on 127.0.0.1: one download runs to the end
 second one (B) runs in a subprocess whose whole process group (img2dataset's spawned
 workers included) is SIGKILLed after a shard finished but before the manifest; then
 ``run_download`` is rerun on B and its rows are compared with A's.
+
+Issue 16 item 7: the rerun finds the demo's port taken by another server, so the demo
+listens elsewhere behind a port forward (``serve_at``): the same candidates, the same
+directory, the same rows, and not one request to the port's new holder.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import pytest
 
 from brivl import manifest
 from brivl.crawl import CrawlConfig, run_crawl
-from brivl.demo import DemoConfig, build_site, serve
+from brivl.demo import DemoConfig, build_site, serve, serve_at
 from brivl.download import DownloadConfig, run_download, shard_files
 from brivl.download.stage import REJECTED_DIR
 
@@ -52,14 +56,16 @@ run_download(sys.argv[1], config, sys.argv[2])
 def _rows(out: Path) -> dict:
     """Success rows of the img2dataset shards, rejected reasons, and the manifest."""
     shards = pa.concat_tables(
-        pq.read_table(p, columns=["candidate_id", "status"]) for p in shard_files(out)
+        pq.read_table(p, columns=["candidate_id", "status", "url"]) for p in shard_files(out)
     ).to_pylist()
     success = [r["candidate_id"] for r in shards if r["status"] == "success"]
+    urls = {r["candidate_id"]: r["url"] for r in shards}
     rejected = pq.read_table(out / REJECTED_DIR / "part-00000.parquet").to_pylist()
     return {
         "success": success,
         "rejected": {r["candidate_id"]: r["reason"] for r in rejected},
         "n_rejected_rows": len(rejected),
+        "urls": urls,
         "manifest": manifest.verify(out),
     }
 
@@ -107,7 +113,12 @@ def resumed(tmp_path_factory):
         whole = run_download(root / "crawl", CONFIG, root / "a")
         done_before, _ = _kill_mid_download(root / "crawl", root / "b")
         partial_manifest = (root / "b" / manifest.MANIFEST_NAME).exists()
+        canonical = server.port
+    other = build_site(DemoConfig(n_images=60, seed=6))
+    with serve(other, port=canonical) as holder, serve_at(site, canonical) as moved:
         rerun = run_download(root / "crawl", CONFIG, root / "b")
+        requests = {"holder": holder.access_log.paths(), "moved": moved.access_log.paths(),
+                    "live_port": moved.port, "canonical": canonical}
     return {
         "a": _rows(root / "a"),
         "b": _rows(root / "b"),
@@ -117,6 +128,7 @@ def resumed(tmp_path_factory):
         "partial_manifest": partial_manifest,
         "n_shards": len(shard_files(root / "a")),
         "b_dir": root / "b",
+        "requests": requests,
     }
 
 
@@ -124,6 +136,13 @@ def test_kill_happened_mid_download(resumed):
     assert resumed["n_shards"] >= 3
     assert not resumed["partial_manifest"]
     assert 1 <= len(resumed["done_before"]) < resumed["n_shards"]
+
+
+def test_the_rerun_fetched_from_the_moved_demo_only(resumed):
+    requests = resumed["requests"]
+    assert requests["live_port"] != requests["canonical"]
+    assert not requests["holder"]  # the port's new holder got no request
+    assert any(p.startswith("/img/") for p in requests["moved"])  # the rerun downloaded
 
 
 def test_resumed_rows_equal_an_uninterrupted_run(resumed):
@@ -134,6 +153,7 @@ def test_resumed_rows_equal_an_uninterrupted_run(resumed):
     assert len(b["success"]) == len(set(b["success"])) == b["manifest"]["row_counts"]["downloaded"]
     assert Counter(b["success"]) == Counter(a["success"])
     assert b["rejected"] == a["rejected"]
+    assert b["urls"] == a["urls"]  # the canonical URLs, whichever port served them
     assert b["n_rejected_rows"] == a["n_rejected_rows"] == len(a["rejected"])
     assert "missing" not in Counter(b["rejected"].values())
 

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 
+from brivl.crawl import AddressGuard
+from brivl.crawl.fetch import Fetcher
 from brivl.demo import ClipArtSite, DemoSite
 from brivl.demo.openclipart import STAMP
 from flows.cli import build_parser, main
@@ -69,8 +70,10 @@ def test_pipeline_demo_source_serves_the_real_web(fetched, home) -> None:
     cfg: dict = {"crawl": {}}
     with _demo_source(args, cfg) as seeds:
         assert len(seeds) == 1 and seeds[0].split("#")[1].startswith("openclipart-")
-        page = requests.get(seeds[0].split("#")[0], timeout=10)
-        assert page.status_code == 200 and "Open Clip Art Mirror" in page.text
+        # through the guard: when port 8731 is taken, only a guarded client finds the demo
+        page = Fetcher(AddressGuard(("127.0.0.1/32",)), "brivl-test", timeout_s=10).fetch(
+            seeds[0].split("#")[0])
+        assert page.status == 200 and b"Open Clip Art Mirror" in page.body
         assert cfg["crawl"]["allow_cidrs"] == ["127.0.0.1/32"]
         eval_dir = Path(cfg["eval_sets"])
         assert eval_dir.parent == home / "eval" and (eval_dir / "_manifest.json").is_file()
