@@ -12,10 +12,14 @@ Layout of a shard directory::
 
 * The split of a row depends only on its key (``sha256(salt:key)`` against ``val_fraction``),
   so it is stable across reruns and when the corpus grows.
-* Rows keep the input's order (input files sorted by name, rows in file order), every shard
-  but the last of a split holds exactly ``rows_per_shard`` rows, and row groups of
-  ``row_group_rows`` let readers (``ray.data.read_parquet``, :func:`iter_shard_batches`)
-  stream without loading whole files.
+* Row order is a function of the input's content: input files sorted by name, and within a
+  file its rows sorted by key (then by row). So the shards depend on which rows each file
+  holds, never on the order they were written in (img2dataset writes a shard's rows in
+  completion order: two downloads of one crawl differ there) or on the directory listing.
+  Reordering a file holds its columns in memory (a filter part is one download shard);
+  a file already in key order streams. Every shard but the last of a split holds exactly
+  ``rows_per_shard`` rows, and row groups of ``row_group_rows`` let readers
+  (``ray.data.read_parquet``, :func:`iter_shard_batches`) stream without loading whole files.
 * Each shard is written to a hidden temporary name and renamed when complete. A rerun after a
   crash (even SIGKILL) skips the shards that exist - their rows are known from the plan, so
   their images are not even read - and writes the rest: the same rows as an uninterrupted run.
@@ -194,6 +198,7 @@ class _Plan:
     fingerprint: str  # of the inputs (names, sizes, keys) and the config
     files: list[tuple[Path, dict]]  # the input files read, with their column roles
     route: list[np.ndarray]  # per input file, per row: TRAIN, VAL or REJECTED
+    order: list[np.ndarray]  # per input file: its row indices in the order they are written
     rejected: list[dict[str, Any]]  # REJECTED_SCHEMA rows
     bad_files: list[BadFile]  # input files that could not be read
 
@@ -205,7 +210,7 @@ def _plan(files: list[tuple[Path, dict]], cfg: ShardConfig, check_images: bool) 
     """Route every row: its split by key hash, or rejected (no key, duplicate key, no or
     undecodable image when ``check_images``); a file that cannot be read is set aside."""
     seen: dict[str, str] = {}
-    plan = _Plan({}, "", [], [], [], [])
+    plan = _Plan({}, "", [], [], [], [], [])
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
     for path, role in files:
         try:
@@ -215,10 +220,12 @@ def _plan(files: list[tuple[Path, dict]], cfg: ShardConfig, check_images: bool) 
             plan.bad_files.append(bad_file(path, exc))
             continue
         keys = [None if k is None else str(k) for k in keys.to_pylist()]
+        order = key_order(keys)
         digest.update(f"{path.name}:{path.stat().st_size}:{len(keys)}:".encode())
-        digest.update("\0".join(map(str, keys)).encode())
+        digest.update("\0".join(str(keys[i]) for i in order).encode())
         route = np.empty(len(keys), np.int8)
-        for row, key in enumerate(keys):
+        for row in order.tolist():
+            key = keys[row]
             problem = _key_problem(key, seen, role["key"]) or problems.get(row)
             if problem:
                 route[row] = REJECTED
@@ -229,10 +236,17 @@ def _plan(files: list[tuple[Path, dict]], cfg: ShardConfig, check_images: bool) 
             route[row] = VAL if split_of(key, cfg.val_fraction, cfg.split_salt) == "val" else TRAIN
         plan.files.append((path, role))
         plan.route.append(route)
+        plan.order.append(order)
     val = int(sum(int((r == VAL).sum()) for r in plan.route))
     plan.counts = {"train": len(seen) - val, "val": val}
     plan.fingerprint = digest.hexdigest()[:24]
     return plan
+
+
+def key_order(keys: list[str | None]) -> np.ndarray:
+    """Row indices sorted by key (rows without a key last), ties by row: the write order."""
+    return np.array(sorted(range(len(keys)), key=lambda i: (keys[i] is None, keys[i] or "", i)),
+                    dtype=np.int64)
 
 
 def _key_problem(key: str | None, seen: dict[str, str], column: str) -> tuple[str, str] | None:
@@ -312,8 +326,8 @@ def write_shards(
     writer = _SplitWriter(out, cfg, plan, on_shard, delay)
     total = sum(plan.counts.values())
     with progress("shard: write", total) as advance:
-        for (path, role), route in zip(plan.files, plan.route, strict=True):
-            _write_file(writer, path, role, trusted, route, advance)
+        for (path, role), route, order in zip(plan.files, plan.route, plan.order, strict=True):
+            _write_file(writer, path, role, trusted, route, order, advance)
     writer.finish()
     _write_rejected(out, plan)
     for leftover in out.glob("*/.*.tmp"):
@@ -329,20 +343,36 @@ def write_shards(
 
 
 def _write_file(writer: _SplitWriter, path: Path, role: dict, trusted: bool, route: np.ndarray,
-                advance: Callable[[int], None]) -> None:
-    """Route one input file's rows to their shards."""
-    columns = [c for c in dict.fromkeys(role.values()) if c]
+                order: np.ndarray, advance: Callable[[int], None]) -> None:
+    """Route one input file's rows to their shards, in ``order``."""
     offset = 0
     try:
-        for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns,
-                                                       use_threads=False):
-            writer.add(batch, role, trusted, route[offset:offset + batch.num_rows])
+        for batch, rows in _ordered_batches(path, role, order):
+            writer.add(batch, role, trusted, route[rows])
             offset += batch.num_rows
             advance(batch.num_rows)
     except READ_ERRORS as exc:
         raise InputError(f"{path}: unreadable after row {offset} while writing shards "
                          f"({type(exc).__name__}: {exc}); its keys were readable, so another "
                          "column is damaged: repair or remove the file and rerun") from exc
+
+
+def _ordered_batches(path: Path, role: dict, order: np.ndarray
+                     ) -> Iterator[tuple[pa.RecordBatch, np.ndarray]]:
+    """``(batch, its row indices)`` of ``path`` in ``order``: streamed when that is the
+    file's own order, else taken from the file's columns read whole."""
+    columns = [c for c in dict.fromkeys(role.values()) if c]
+    if np.array_equal(order, np.arange(len(order))):
+        offset = 0
+        for batch in pq.ParquetFile(path).iter_batches(_READ_BATCH, columns=columns,
+                                                       use_threads=False):
+            yield batch, order[offset:offset + batch.num_rows]
+            offset += batch.num_rows
+        return
+    table = pq.read_table(path, columns=columns, use_threads=False)
+    for start in range(0, len(order), _READ_BATCH):
+        rows = order[start:start + _READ_BATCH]
+        yield table.take(pa.array(rows)).combine_chunks().to_batches()[0], rows
 
 
 def _write_rejected(out: Path, plan: _Plan) -> None:

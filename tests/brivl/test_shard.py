@@ -147,6 +147,31 @@ def test_resume_after_sigkill_gives_the_rows_of_an_uninterrupted_run(tmp_path: P
         assert file_sha256(tmp_path / "killed" / rel) == file_sha256(tmp_path / "clean" / rel)
 
 
+def _shard_digests(out: Path) -> dict[str, str]:
+    return {str(p.relative_to(out)): file_sha256(p) for p in sorted(out.glob("*/part-*.parquet"))}
+
+
+def test_shards_depend_on_the_rows_not_their_order_or_the_listing(tmp_path: Path) -> None:
+    """Issue 16 item 7: the same input sharded twice, and the same rows with each file's rows
+    in another order (as img2dataset writes them, in completion order) and the files created
+    in another order, give byte-identical shards."""
+    make_input(tmp_path / "in", n=60, files=3)
+    (tmp_path / "shuffled").mkdir()
+    for number, path in enumerate(sorted((tmp_path / "in").glob("*.parquet"), reverse=True)):
+        table = pq.read_table(path)
+        perm = np.random.default_rng(number).permutation(table.num_rows)
+        assert perm.tolist() != sorted(perm.tolist())
+        pq.write_table(table.take(perm), tmp_path / "shuffled" / path.name)
+    config = {"rows_per_shard": 8, "val_fraction": 0.25}
+    for source, out in (("in", "once"), ("in", "twice"), ("shuffled", "reordered")):
+        write_shards(tmp_path / source, tmp_path / out, config)
+    once = _shard_digests(tmp_path / "once")
+    assert len([name for name in once if name.startswith("train/")]) >= 5
+    assert once == _shard_digests(tmp_path / "twice") == _shard_digests(tmp_path / "reordered")
+    keys = read_shard_table(tmp_path / "once", "train")["key"].to_pylist()
+    assert keys == sorted(keys)  # within a file by key; this input's files hold key ranges
+
+
 def test_changed_plan_discards_old_shards(tmp_path: Path) -> None:
     make_input(tmp_path / "in", n=30)
     write_shards(tmp_path / "in", tmp_path / "out", {"rows_per_shard": 4, "val_fraction": 0.0})
