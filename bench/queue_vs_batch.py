@@ -9,7 +9,16 @@ batch 32 with a smaller queue of 1024 (keys at most 32 steps old instead of 128)
 the same with the batch's own momentum keys as negatives too (MoCo v3 / ALBEF style).
 Same initial weights, data order, augmentation, learning-rate schedule shape and peak lr.
 
+``--recipe pipeline`` measures the same question on what ``make run`` trains: the pipeline's
+CPU recipe (``CPU_TRAIN``: pretrained brivl-lite, frozen trunks cached, in-batch negatives +
+queue with false-negative masking, K capped at the corpus) on real-corpus shards, through the
+real pretrain stage, at the recipe's samples seen (steps x 32), against batch 256 with no
+queue, batch 32 with in-batch negatives only, and the queue without false-negative masking.
+``--filter-dir`` re-shards a filter stage's output with a larger validation share (a
+held-out part of the corpus; the public eval sets are not used here).
+
     .venv/bin/python bench/queue_vs_batch.py [--epochs 6] [--seeds 0] [--no-record]
+    .venv/bin/python bench/queue_vs_batch.py --recipe pipeline --filter-dir DIR [--val-fraction 0.1]
 """
 
 from __future__ import annotations
@@ -51,6 +60,74 @@ VARIANTS = {
 }
 
 
+PIPELINE_SUBSECTION = "### Queue vs batch on the real corpus, make run's recipe (bench/queue_vs_batch.py --recipe pipeline)"
+PIPELINE_VARIANTS = {  # changes to CPU_TRAIN; batch 256 runs steps / 8
+    "batch 32 + in-batch + queue (make run)": {},
+    "same, queue without false-negative masking": {"mask_false_negatives": False},
+    "batch 256, in-batch, no queue": {"batch_size": 256, "use_queue": False},
+    "batch 32, in-batch, no queue": {"use_queue": False},
+}
+
+
+def run_pipeline_recipe(name: str, shard_dir: str, seed: int, work: Path) -> dict:
+    """One variant of make run's recipe through the real pretrain stage (in-process)."""
+    import copy
+
+    from flows.pipeline import CPU_TRAIN
+    from tasks.pretrain import pretrain
+
+    cfg = copy.deepcopy(CPU_TRAIN)
+    change = PIPELINE_VARIANTS[name]
+    cfg.update(change, seed=seed, workers=0)
+    cfg["steps"] = CPU_TRAIN["steps"] * CPU_TRAIN["batch_size"] // cfg["batch_size"]
+    if not cfg.get("use_queue", True):
+        cfg["model_overrides"] = dict(cfg["model_overrides"], queue_size=cfg["batch_size"])
+    t0 = time.perf_counter()
+    result = pretrain(shard_dir, cfg, str(work / f"{seed}-{len(os.listdir(work))}"))
+    m = result["metrics"]
+    return {"variant": name, "seed": seed, "steps": m["step"], "samples seen": m["samples_seen"],
+            "train s": round(time.perf_counter() - t0), "final loss": round(m["loss"], 3),
+            "val i2t R@1": m["val_i2t_r1"], "val t2i R@1": m["val_t2i_r1"],
+            "val mean R@1": (m["val_i2t_r1"] + m["val_t2i_r1"]) / 2,
+            "val n": m.get("val_n"), "chance R@1": m["val_chance_r1"]}
+
+
+def pipeline_main(args: argparse.Namespace) -> int:
+    from brivl.shard import write_shards
+    from brivl.train import read_split
+
+    shard_dir = args.shards
+    if args.filter_dir:
+        shard_dir = str(Path(tempfile.mkdtemp()) / "shards")
+        write_shards(args.filter_dir, shard_dir, {"val_fraction": args.val_fraction})
+    if not shard_dir:
+        raise SystemExit("--recipe pipeline needs --shards or --filter-dir (a real-corpus run's)")
+    n_train = len(read_split(shard_dir, "train", ["key"])["key"])
+    n_val = len(read_split(shard_dir, "val", ["key"])["key"])
+    work = Path(tempfile.mkdtemp(prefix="qvb-"))
+    load0 = os.getloadavg()[0]
+    rows = []
+    for seed in args.seeds:
+        for name in PIPELINE_VARIANTS:
+            rows.append(run_pipeline_recipe(name, shard_dir, seed, work))
+            print(table(rows), flush=True)
+    header = (
+        f"`python bench/queue_vs_batch.py --recipe pipeline --filter-dir <make run's filter "
+        f"stage> --val-fraction {args.val_fraction:g} --seeds {' '.join(map(str, args.seeds))}` "
+        f"({time.strftime('%Y-%m-%d')}): make run's CPU recipe (pretrained brivl-lite, cached "
+        f"frozen trunks, 128 px, no augmentation), {n_train} train pairs, validation = {n_val} "
+        "held-out pairs of the same corpus (by key hash), every variant at the same samples "
+        f"seen. torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.machine()}, {os.cpu_count()} cores, load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end."
+    )
+    text = header + "\n\n" + table(rows)
+    print(text)
+    if not args.no_record:
+        _record(text, PIPELINE_SUBSECTION)
+    return 0
+
+
 def run(name: str, shard_dir: str, samples: int, image_size: int, lr: float, seed: int) -> dict:
     from brivl.train import ShardBatches, TrainConfig, read_captions, retrieval_metrics, train
 
@@ -82,7 +159,14 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--no-record", action="store_true", help="do not write bench/RESULTS.md")
+    parser.add_argument("--recipe", choices=("tiny", "pipeline"), default="tiny",
+                        help="tiny: brivl-tiny from scratch on demo-like pairs; pipeline: make "
+                        "run's CPU recipe on real-corpus shards")
+    parser.add_argument("--filter-dir", help="--recipe pipeline: re-shard this filter output")
+    parser.add_argument("--val-fraction", type=float, default=0.1)
     args = parser.parse_args()
+    if args.recipe == "pipeline":
+        return pipeline_main(args)
     from brivl.train import read_split
     from brivl.train.toydata import make_demo_shards
 

@@ -21,8 +21,9 @@ console = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def progress(description: str, total: int | None) -> Iterator[Any]:
-    """A progress bar; yields ``advance(n=1)``. Quiet when stderr is not a terminal."""
+def progress(description: str, total: int | None, completed: int = 0) -> Iterator[Any]:
+    """A progress bar; yields ``advance(n=1, description=None)`` (a new description replaces
+    the bar's label, e.g. to show the latest loss). Quiet when stderr is not a terminal."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -34,10 +35,13 @@ def progress(description: str, total: int | None) -> Iterator[Any]:
         transient=False,
     )
     with bar:
-        task_id = bar.add_task(description, total=total)
+        task_id = bar.add_task(description, total=total, completed=completed)
 
-        def advance(n: int = 1) -> None:
-            bar.advance(task_id, n)
+        def advance(n: int = 1, description: str | None = None) -> None:
+            if description is None:
+                bar.advance(task_id, n)
+            else:
+                bar.update(task_id, advance=n, description=description)
 
         yield advance
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 HELP = "optimise an image so the model embeds it close to a text (Algorithm 1); write a PNG"
+ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
 
 
 def add_common(parser: argparse.ArgumentParser, config: str) -> None:
@@ -34,8 +35,9 @@ def common_values(args: argparse.Namespace) -> dict:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common(parser, "VisualizeConfig")
-    parser.add_argument("--param", choices=["fourier", "pixel"], help="image parameterisation "
-                        "(default: fourier)")
+    parser.add_argument("--param", choices=["fourier", "pixel", "shapes"], help="image parameterisation: "
+                        "fourier (default, the paper's), pixel, or shapes (flat-coloured "
+                        "ellipses on white; pass --tv 0)")
     parser.add_argument("--tv", type=float, help="total-variation weight (default: "
                         "VisualizeConfig's)")
 
