@@ -2,6 +2,11 @@
 
 A command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``
 and keeps heavy imports (Prefect, Ray, torch) inside ``run`` so ``brivl --help`` is instant.
+Optionally ``check(args)`` validates the arguments and configs (raising an InputError) with
+no side effects: it runs before the project home's stores are set up, so a bad argument
+fails in about a second even on a fresh ``BRIVL_HOME`` (whose Prefect database takes ~30 s
+to migrate); ``run`` may call it again. ``ORCHESTRATED = False`` says the command runs no
+Prefect flow or task, so that database is not prepared for it at all.
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         name = getattr(module, "NAME", info.name.replace("_", "-"))
         command = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(command)
-        command.set_defaults(_run=module.run)
+        command.set_defaults(_run=module.run, _check=getattr(module, "check", None),
+                             _orchestrated=getattr(module, "ORCHESTRATED", True))
     return parser
 
 
@@ -40,18 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``brivl`` console script.
 
     Input a user can fix (a bad config, input file, seed or checkpoint; a missing or foreign
-    directory) is one line on stderr and exit code 2, not a traceback."""
+    directory) is one line on stderr and exit code 2, not a traceback. The arguments are
+    checked before the stores are prepared."""
     from brivl.errors import InputError
     from brivl.manifest import ManifestError
 
     apply_defaults()
     args = build_parser().parse_args(argv)
-    from tasks.stores import prepare_orchestration_store
-
-    prepare_orchestration_store()  # a fresh home's Prefect database, migrated once under a lock
     for name in _RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_input_error_traceback)
     try:
+        if args._check is not None:
+            args._check(args)  # before any setup: a bad argument costs no database migration
+        if args._orchestrated:
+            from tasks.stores import prepare_orchestration_store
+
+            prepare_orchestration_store()  # a fresh home's Prefect database, once, under a lock
         return int(args._run(args) or 0)
     except (InputError, ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"brivl {args.command}: {_one_line(exc)}", file=sys.stderr)

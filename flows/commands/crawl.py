@@ -106,15 +106,20 @@ def build_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
-    if not args.seed and not args.warc:
-        print("brivl crawl: give at least one --seed URL or --warc FILE", file=sys.stderr)
-        return 2
+def check(args: argparse.Namespace) -> dict:
+    """The normalised crawl config, once the seeds (or WARC files) and flags are checked."""
     from brivl.crawl import CrawlConfig
     from brivl.crawl.seeds import check_seeds
+    from brivl.errors import InputError
 
+    if not args.seed and not args.warc:
+        raise InputError("give at least one --seed URL or --warc FILE")
     check_seeds(args.seed)
-    config = CrawlConfig.from_dict(build_config(args)).to_dict()
+    return CrawlConfig.from_dict(build_config(args)).to_dict()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = check(args)
     from brivl.crawl.stage import no_candidates_message
     from brivl.manifest import read_manifest
     from brivl.report import print_table

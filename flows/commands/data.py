@@ -21,12 +21,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refresh", default="", help="any new value forces a fresh crawl")
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> tuple[dict, dict]:
+    """``(overrides file, crawl section with the flags)``, the seeds and four sections checked."""
     from brivl.config_parse import read_json_config
     from brivl.crawl.seeds import check_seeds
-    from brivl.report import print_table
-    from flows.commands.pipeline import rejection_rows, stage_rows
-    from flows.data import data_flow
+    from flows.checks import check_data_configs
 
     check_seeds(args.seed)
     cfg = read_json_config(args.config) if args.config else {}
@@ -37,6 +36,16 @@ def run(args: argparse.Namespace) -> int:
         crawl["allow_cidrs"] = args.allow_cidr
     if args.max_pages is not None:
         crawl["max_pages"] = args.max_pages
+    check_data_configs(crawl, cfg.get("download"), cfg.get("filter"), cfg.get("shard"))
+    return cfg, crawl
+
+
+def run(args: argparse.Namespace) -> int:
+    from brivl.report import print_table
+    from flows.commands.pipeline import rejection_rows, stage_rows
+    from flows.data import data_flow
+
+    cfg, crawl = check(args)
     result = data_flow(
         args.seed, crawl, cfg.get("download", {}), cfg.get("filter", {}), cfg.get("shard", {}),
         refresh=args.refresh,

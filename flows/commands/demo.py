@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 HELP = "serve the demo web on 127.0.0.1 (until Ctrl-C) or write its held-out eval sets"
+ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
 DEMO_WEBS = ("openclipart", "synthetic")
 SYNTHETIC_IMAGES = 3000
 # 5,000 of the 6,954 OpenClipArt pictures not held out, so that `make run` (install included)
@@ -50,6 +51,20 @@ def _site_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
 
 
+def check_images(value: int | None, flag: str = "--images") -> None:
+    """Refuse a site size below one picture before anything is built or fetched (the
+    catalogue's upper bound is checked when the site is built)."""
+    from brivl.errors import InputError
+
+    if value is not None and value < 1:
+        raise InputError(f"{flag}: {value} is not accepted; accepted: an integer >= 1")
+
+
+def check(args: argparse.Namespace) -> None:
+    """The site size, before the OpenClipArt corpus is fetched."""
+    check_images(args.images)
+
+
 def build_demo_web(web: str, images: int | None = None, seed: int = 0,
                    slow_seconds: float = 3.0) -> tuple[str, Any]:
     """``(web actually built, site)``; OpenClipArt falls back to synthetic with one line."""
@@ -70,6 +85,7 @@ def build_demo_web(web: str, images: int | None = None, seed: int = 0,
 
 
 def run(args: argparse.Namespace) -> int:
+    check(args)
     try:
         web, site = build_demo_web(args.web, args.images, args.seed,
                                    getattr(args, "slow_seconds", 3.0))

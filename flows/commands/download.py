@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 HELP = "download a crawl's allowed image candidates with img2dataset (shards + rejected + manifest)"
@@ -99,18 +98,25 @@ def build_config(args: argparse.Namespace) -> dict:
     return config
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> tuple[Path, dict]:
+    """``(crawl directory, normalised download config)``: the input must be a crawl output."""
     from brivl.download import DownloadConfig
+    from brivl.errors import InputError
     from brivl.manifest import MANIFEST_NAME, ManifestError, read_manifest
 
     source = args.input.parent if args.input.name == MANIFEST_NAME else args.input
     try:
         if read_manifest(source)["stage"] != "crawl":
             raise ManifestError(f"{source} is not a crawl output (brivl crawl writes one)")
-        config = DownloadConfig.from_dict(build_config(args)).to_dict()
+        return source, DownloadConfig.from_dict(build_config(args)).to_dict()
     except (ManifestError, ValueError, TypeError) as exc:
-        print(f"brivl download: {exc}", file=sys.stderr)
-        return 2
+        raise InputError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    from brivl.manifest import read_manifest
+
+    source, config = check(args)
     from brivl.report import print_table
     from tasks.download import download_task
 

@@ -73,12 +73,17 @@ def build_config(args: argparse.Namespace) -> dict:
     return FilterConfig.from_dict(values).to_dict()
 
 
+def check(args: argparse.Namespace) -> dict:
+    """The normalised filter config (before any setup)."""
+    return build_config(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from brivl.filter import REPORT_NAME, summary_rows
     from brivl.report import print_table
     from tasks.filter import filter_task
 
-    config = build_config(args)
+    config = check(args)
     out_dir = filter_task(args.input, config, args.out, workers=args.workers)
     report = json.loads((Path(out_dir) / REPORT_NAME).read_text())
     print_table(f"filter: {out_dir}", summary_rows(report))

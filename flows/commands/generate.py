@@ -9,6 +9,7 @@ from pathlib import Path
 from flows.commands.visualize import add_common, common_values, finish, load_or_fail
 
 HELP = "optimise a generator's latent so its image matches a text (Algorithm 2); write a PNG"
+ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

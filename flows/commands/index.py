@@ -18,18 +18,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--index-key", help="faiss index factory string (default: autofaiss picks)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from brivl.manifest import read_manifest
-    from brivl.report import print_table
+def check(args: argparse.Namespace) -> dict:
+    """The index config of the flags given, checked (before any setup or model load)."""
     from brivl.retrieval.build import IndexConfig
-    from brivl.retrieval.service import service_hint
-    from tasks.index import index_task
 
     config = {k: v for k, v in (("batch_size", args.batch_size), ("index_key", args.index_key))
               if v is not None}
     if args.splits is not None:
         config["splits"] = [s for s in args.splits.split(",") if s]
-    IndexConfig.from_dict(config)  # checked before the model loads
+    IndexConfig.from_dict(config)
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    from brivl.manifest import read_manifest
+    from brivl.report import print_table
+    from brivl.retrieval.service import service_hint
+    from tasks.index import index_task
+
+    config = check(args)
     out_dir = index_task(args.checkpoint, args.shards, config, args.out)
     body = read_manifest(out_dir)
     print_table(

@@ -99,17 +99,28 @@ def _demo_source(args: argparse.Namespace, cfg: dict[str, Any]):
         yield [f"{server.origin}/#{label}"]
 
 
-def run(args: argparse.Namespace) -> int:
+def check(args: argparse.Namespace) -> dict[str, Any]:
+    """The pipeline's config overrides, once every stage's section (merged with the defaults)
+    and the seeds are checked: before any setup, and before any stage runs."""
     from brivl.crawl.seeds import check_seeds
     from flows.checks import check_pipeline_config
-    from flows.pipeline import merged_config, pipeline_flow
+    from flows.commands.demo import check_images
+    from flows.pipeline import merged_config
 
+    check_images(args.demo_images, "--demo-images")
     cfg = _overrides(args)
     if args.eval_sets:
         cfg["eval_sets"] = args.eval_sets
-    check_pipeline_config(merged_config(cfg))  # every stage's config, before any stage runs
+    check_pipeline_config(merged_config(cfg))
     if args.seed:
         check_seeds(args.seed)
+    return cfg
+
+
+def run(args: argparse.Namespace) -> int:
+    from flows.pipeline import pipeline_flow
+
+    cfg = check(args)
     started = time.monotonic()
     source = _demo_source(args, cfg) if args.demo else contextlib.nullcontext(args.seed)
     with source as seeds:

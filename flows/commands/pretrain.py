@@ -69,10 +69,15 @@ def _config_file(value: str) -> str:
     return value
 
 
+def check(args: argparse.Namespace) -> dict:
+    """The normalised pretrain config, model and overrides included (before any setup)."""
+    return build_config(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from tasks.pretrain import pretrain_task, print_summary
 
-    config = build_config(args)
+    config = check(args)
     result = pretrain_task(args.shards, config, args.out)
     print_summary(result)
     print(result["checkpoint"])

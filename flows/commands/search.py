@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 HELP = "search the corpus by text or image with the model (top-k with scores), or --serve it"
+ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

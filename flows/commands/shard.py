@@ -17,18 +17,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--row-group-rows", type=int, help="rows per Parquet row group (128)")
 
 
-def run(args: argparse.Namespace) -> int:
-    from brivl.manifest import read_manifest
-    from brivl.report import print_table
+def check(args: argparse.Namespace) -> dict:
+    """The normalised shard config from the flags given (before any setup)."""
     from brivl.shard import ShardConfig
-    from tasks.shard import shard_task
 
     values = {
         field: getattr(args, field)
         for field in ("rows_per_shard", "val_fraction", "row_group_rows")
         if getattr(args, field) is not None
     }
-    config = ShardConfig.from_dict(values).to_dict()
+    return ShardConfig.from_dict(values).to_dict()
+
+
+def run(args: argparse.Namespace) -> int:
+    from brivl.manifest import read_manifest
+    from brivl.report import print_table
+    from tasks.shard import shard_task
+
+    config = check(args)
     out_dir = shard_task(args.input, config, args.out)
     body = read_manifest(out_dir)
     shards = body["extra"].get("shards", {})

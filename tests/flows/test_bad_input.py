@@ -6,16 +6,21 @@ or a failure minutes later for."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from brivl.demo import DemoConfig, build_site, serve
-from brivl.env import project_home
+from brivl.env import HOME_BOUND_KEYS, project_home
 from brivl.errors import ConfigError, InputError
 from flows.cli import main
 
 UNREACHABLE = "http://127.0.0.1:9/"  # nothing listens: a stage that ran would fail differently
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(capsys, *argv: str) -> tuple[int, str]:
@@ -130,3 +135,30 @@ def test_a_crawl_without_candidates_stops_the_data_flow_saying_so(capsys, tmp_pa
 def _write(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+FRESH_HOME_CASES = [
+    (["crawl", "--seed", "notaurl"], "brivl crawl: seed 'notaurl' is not accepted"),
+    (["shard", "--input", ".", "--rows-per-shard", "0"],
+     "brivl shard: shard.rows_per_shard: 0 is not accepted"),
+    (["pipeline", "--seed", UNREACHABLE, "--steps", "0"],
+     "brivl pipeline: train.steps: 0 is not accepted"),
+    (["demo", "serve", "--images", "0"], "brivl demo: --images: 0 is not accepted"),
+]
+
+
+def test_bad_arguments_on_a_fresh_home_fail_before_the_stores_are_set_up(tmp_path: Path):
+    """The CLI migrated a fresh home's Prefect database (~30 s) before it read its arguments;
+    now they are checked first, and a bad one leaves the fresh home without a database."""
+    env = {k: v for k, v in os.environ.items() if k not in HOME_BOUND_KEYS}
+    seconds = {}
+    for argv, expected in FRESH_HOME_CASES:
+        home = tmp_path / argv[0]
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "flows.cli", *argv], cwd=ROOT,
+                              env={**env, "BRIVL_HOME": str(home), "PYTHONPATH": str(ROOT)},
+                              capture_output=True, text=True, timeout=120)
+        seconds[argv[0]] = time.monotonic() - started
+        assert proc.returncode == 2 and expected in _one_line(proc.stderr), proc.stderr
+        assert not [p.name for p in home.rglob("*") if p.suffix == ".db" or "db-ready" in p.name]
+    assert seconds["crawl"] < 10 and seconds["shard"] < 10, seconds  # the migration took ~30 s
