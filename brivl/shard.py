@@ -3,7 +3,8 @@
 Layout of a shard directory::
 
     train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url,
-                                   page_url, source_sha256, face_count, face_boxes
+                                   page_url, source_sha256, face_count, face_boxes,
+                                   licence, licence_source, copyright (as the page declared)
     val/part-00000.parquet ...
     rejected/part-00000.parquet    input rows not sharded (key, source, row, reason, detail):
                                    no key, duplicate key, no or undecodable image, and the
@@ -71,7 +72,9 @@ SLOW_ENV = "BRIVL_SHARD_DELAY_S"  # test hook: sleep this long after each shard 
 # copied from the input as they are (null when the input lacks them): where the pair came
 # from and what the filter's face rule found (face_boxes: JSON [[x, y, w, h], ...])
 PASSED_THROUGH = {"page_url": pa.string(), "source_sha256": pa.string(),
-                  "face_count": pa.int32(), "face_boxes": pa.string()}
+                  "face_count": pa.int32(), "face_boxes": pa.string(),
+                  "licence": pa.string(), "licence_source": pa.string(),
+                  "copyright": pa.string()}
 SHARD_SCHEMA = pa.schema(
     [
         ("key", pa.string()),

@@ -47,8 +47,13 @@ CANDIDATE_SCHEMA = pa.schema(
         ("depth", pa.int32()),
         ("robots", pa.string()),
         ("decision", pa.string()),
+        ("licence", pa.string()),  # what the page declared (brivl.crawl.licence)
+        ("licence_source", pa.string()),
+        ("copyright", pa.string()),
     ]
 )
+# where a pair came from and what rights were declared: kept from crawl to the shards
+SOURCE_COLUMNS = ("licence", "licence_source", "copyright")
 
 PAGE_SCHEMA = pa.schema(
     [
@@ -99,6 +104,7 @@ def candidate_row(
         "depth": depth,
         "robots": robots,
         "decision": decision,
+        **{name: getattr(image, name) for name in SOURCE_COLUMNS},
     }
 
 

@@ -14,6 +14,8 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
+from brivl.crawl import licence as rights
+
 BLOCK_TAGS = {"p", "div", "figure", "section", "article", "li", "td", "blockquote", "main", "body"}
 TEXT_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote"}
 HEADING_TAGS = ("h1", "h2", "h3", "h4", "h5", "h6")
@@ -51,10 +53,17 @@ class ImageRef:
     cell: str = ""
     heading: str = ""
     surrounding: str = ""
+    licence: str = ""  # declared licence (brivl.crawl.licence): the image's own, else the page's
+    licence_source: str = ""  # where: "image_link", "page_link", "cc_meta" or ""
+    copyright: str = ""  # the page's <meta name="copyright">
 
     def texts(self) -> dict[str, str]:
-        """Every text field by name (all fields but ``image_url``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "image_url"}
+        """Every text field by name (not ``image_url`` nor the rights fields)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.name not in NOT_TEXT_FIELDS}
+
+
+NOT_TEXT_FIELDS = ("image_url", "licence", "licence_source", "copyright")
 
 
 @dataclass
@@ -424,6 +433,7 @@ def parse_page(
     nodes = tree.css(", ".join((*HEADING_TAGS, "img")))  # document order
     count = ImageCounts(n for n in nodes if n.tag == "img")
     heading = ""
+    image_nodes = []
     for node in nodes:
         if node.tag != "img":
             if _is_section_heading(node, count):
@@ -431,8 +441,24 @@ def parse_page(
             continue
         url = image_source(node, base)
         if url is not None:
+            image_nodes.append(node)
             page.images.append(
                 image_ref(node, url, heading, count, surrounding_paragraphs=surrounding_paragraphs,
                           max_text_chars=max_text_chars)
             )
+    _declare_rights(tree, base, image_nodes, page.images)
     return page
+
+
+def _declare_rights(tree: LexborHTMLParser, base: str, nodes: list[LexborNode],
+                    refs: list[ImageRef]) -> None:
+    """Each image's licence (its own, else the page's) and the page's copyright notice."""
+    def join(url: str) -> str | None:
+        return normalise_url(url, base)
+
+    page = rights.page_declared(tree, join)
+    own = rights.image_licences(tree, nodes, join) if refs else {}
+    for i, ref in enumerate(refs):
+        ref.licence, ref.licence_source = ((own[i], rights.IMAGE_LINK) if i in own
+                                           else (page.licence, page.licence_source))
+        ref.copyright = page.copyright

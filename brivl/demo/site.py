@@ -83,6 +83,8 @@ BLOCKLIST_WORDS = ("blockword", "bannedterm", "forbiddenphrase")
 OVERLONG_CHARS = 2000
 BOMB_SIDE = 20000
 SITE_NAME = "Demo Gazette"
+SITE_LICENCE = "https://creativecommons.org/licenses/by/4.0/"  # declared on every page
+SITE_COPYRIGHT = "(c) Demo Gazette authors"
 EXTERNAL_LINK = "http://partner.invalid/news"  # off-site link: a crawler must not follow it
 ARTICLES_PER_INDEX = 10
 NOT_IMAGE_BODY = (
@@ -622,7 +624,9 @@ def _head(title: str, charset: str = "utf-8", optout: bool = False) -> str:
     meta = '<meta name="robots" content="noai, noimageai">\n' if optout else ""
     return (
         f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="{charset}">\n{meta}'
-        f"<title>{_e(title)} | {SITE_NAME}</title>\n</head>\n<body>\n"
+        f"<title>{_e(title)} | {SITE_NAME}</title>\n"
+        f'<link rel="license" href="{SITE_LICENCE}">\n'
+        f'<meta name="copyright" content="{SITE_COPYRIGHT}">\n</head>\n<body>\n'
         f'<header><a href="/">{SITE_NAME}</a></header>\n'
     )
 

@@ -88,9 +88,9 @@ def precheck(
         else:
             rejected.append(_rejected(row, reason, detail))
     seen = {k: (v.status, v.text) for k, v in robots.snapshot().items()}
-    columns = ["candidate_id", "image_url", "page_url", "caption"]
+    columns = ["candidate_id", "image_url", "page_url", "caption", *cand.SOURCE_COLUMNS]
     to_download = pa.Table.from_pylist(
-        [{c: r[c] for c in columns} for r in keep],
+        [{c: r.get(c) for c in columns} for r in keep],  # an older crawl has no licence columns
         schema=pa.schema([(c, pa.string()) for c in columns]),
     )
     return to_download, rejected, seen
@@ -134,7 +134,7 @@ def run_img2dataset(
                 input_format="parquet",
                 url_col="image_url",
                 caption_col="caption",
-                save_additional_columns=["candidate_id", "page_url"],
+                save_additional_columns=["candidate_id", "page_url", *cand.SOURCE_COLUMNS],
                 output_folder=str(out_dir),
                 output_format=config.output_format,
                 image_size=config.image_size,

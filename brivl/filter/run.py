@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from brivl.crawl.candidates import SOURCE_COLUMNS
 from brivl.errors import SchemaError
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
@@ -75,6 +76,9 @@ KEPT_SCHEMA = pa.schema(
         ("source_sha256", pa.string()),  # of the downloaded bytes
         ("face_count", pa.int32()),  # faces found (null: face_policy "off")
         ("face_boxes", pa.string()),  # JSON [[x, y, w, h], ...] in the stored image's pixels
+        ("licence", pa.string()),  # what the page declared (brivl.crawl.licence), as crawled
+        ("licence_source", pa.string()),
+        ("copyright", pa.string()),
     ]
 )
 REJECTED_SCHEMA = pa.schema(
@@ -137,6 +141,7 @@ INPUT_COLUMNS = {
     "original_width": Column(("original_width",), (INTEGER,), required=False),
     "original_height": Column(("original_height",), (INTEGER,), required=False),
     "page_url": Column(("page_url",), required=False),
+    **{name: Column((name,), required=False) for name in SOURCE_COLUMNS},
 }
 
 
@@ -323,7 +328,7 @@ FACE_COUNTS = ("searched", "images_with_faces", "faces", "blurred", "dropped")
 # kept columns computed per row, and those copied from the input batch as they are
 _COMPUTED = ("candidate_id", "caption", "width", "height", "sha256", "source_sha256",
              "face_count", "face_boxes", "jpg", "_row")
-_PASSED_THROUGH = ("page_url",)
+_PASSED_THROUGH = ("page_url", *SOURCE_COLUMNS)
 
 
 def _survivor_table(batch: pa.RecordBatch, roles: dict[str, str | None], keep: np.ndarray,

@@ -1,5 +1,6 @@
 """Faces: the shipped detector finds a real face, blur hides it, and the filter's three policies
-keep the accounting exact and the shard rows carry the boxes.
+keep the accounting exact; the shard rows carry the boxes and the pair's sources (page URL,
+declared licence, copyright, the downloaded bytes' sha256).
 
 Photos, all shipped inside packages the project installs (nothing is downloaded):
 
@@ -33,6 +34,9 @@ from brivl.filter.faces import FaceDetector, blur_boxes
 from brivl.shard import read_shard_table, write_shards
 
 CAPTION = "A portrait photograph of a person in uniform"
+LICENCES = {"grace_hopper.jpg": "public domain (US Navy)",
+            "china.jpg": "https://creativecommons.org/licenses/by/2.0/",
+            "flower.jpg": "https://creativecommons.org/licenses/by/2.0/"}
 
 
 def photo(name: str) -> bytes:
@@ -87,7 +91,8 @@ def test_a_tiny_image_is_not_searched() -> None:
 def corpus(folder: Path) -> Path:
     rows = [{"candidate_id": name.split(".")[0], "url": f"http://photos.test/{name}",
              "caption": CAPTION, "status": "success", "jpg": photo(name),
-             "page_url": "http://photos.test/index.html"}
+             "page_url": "http://photos.test/index.html", "licence": LICENCES[name],
+             "licence_source": "image_link", "copyright": "(c) photos.test"}
             for name in ("grace_hopper.jpg", "china.jpg", "flower.jpg")]
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "00000.parquet")
@@ -134,7 +139,12 @@ def test_face_policies_in_the_filter_and_the_shard_rows(tmp_path: Path, policy: 
         assert rows["grace_hopper"]["face_count"] == 1
         assert json.loads(rows["grace_hopper"]["face_boxes"]) == boxes
         assert rows["grace_hopper"]["image"] == hopper["jpg"]
-        assert rows["china"]["page_url"] == "http://photos.test/index.html"
+        assert rows["china"]["page_url"] == "http://photos.test/index.html"  # sources kept
+        assert [(rows[k]["licence"], rows[k]["licence_source"], rows[k]["copyright"])
+                for k in ("grace_hopper", "china")] == [
+            (LICENCES["grace_hopper.jpg"], "image_link", "(c) photos.test"),
+            (LICENCES["china.jpg"], "image_link", "(c) photos.test")]
+        assert rows["china"]["source_sha256"] == rows["china"]["sha256"]  # not blurred
     if policy == "off":
         assert kept["grace_hopper"]["jpg"] == original
         assert {row["face_count"] for row in kept.values()} == {None}

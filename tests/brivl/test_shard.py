@@ -89,7 +89,8 @@ def test_shards_have_fixed_rows_stable_order_and_describe_their_bytes(tmp_path: 
     first = pq.ParquetFile(shard_files(tmp_path / "out", "train")[0])
     assert first.metadata.num_row_groups == 3  # 8 rows in groups of 3: streamable pieces
     assert first.schema_arrow.names == ["key", "image", "caption", "width", "height", "sha256", "url",
-                                        "page_url", "source_sha256", "face_count", "face_boxes"]
+                                        "page_url", "source_sha256", "face_count", "face_boxes",
+                                        "licence", "licence_source", "copyright"]
     for row in rows["train"] + rows["val"]:
         assert row["image"][:3] == b"\xff\xd8\xff"  # PNG inputs were re-encoded to JPEG
         assert row["sha256"] == hashlib.sha256(row["image"]).hexdigest()
