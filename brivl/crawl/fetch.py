@@ -101,19 +101,22 @@ def sniff_charset(body: bytes) -> str | None:
 def decode_html(body: bytes, content_type: str = "") -> tuple[str, str]:
     """Decode an HTML body: BOM, then the HTTP header charset, then ``<meta charset>``; an
     undeclared (or unknown) charset is UTF-8 when the bytes are valid UTF-8, else sniffed.
-    Returns ``(text, encoding used)``; bytes invalid in the chosen encoding are replaced."""
+    A declared charset the bytes are not valid in (a page saying UTF-8 and sending
+    windows-1252) gives way to the next declaration, then to the undeclared rules, so its
+    text does not come out as U+FFFD. Returns ``(text, encoding used)``; only bytes
+    invalid in the final guess are replaced."""
     for bom, name in _BOMS:
         if body.startswith(bom):
             return body[len(bom) :].decode(name, errors="replace"), name
-    encoding = _known(header_charset(content_type))
-    if encoding is None:
-        match = _META_CHARSET.search(body[:4096])
-        encoding = _known(match.group(1).decode("ascii", "ignore")) if match else None
-    if encoding is None:
+    match = _META_CHARSET.search(body[:4096])
+    declared = (_known(header_charset(content_type)),
+                _known(match.group(1).decode("ascii", "ignore")) if match else None)
+    for candidate in dict.fromkeys(c for c in (*declared, "utf-8") if c):
         try:
-            return body.decode("utf-8"), "utf-8"
+            return body.decode(candidate), candidate
         except UnicodeDecodeError:
-            encoding = _known(sniff_charset(body)) or WEB_DEFAULT
+            continue
+    encoding = _known(sniff_charset(body)) or WEB_DEFAULT
     return body.decode(encoding, errors="replace"), encoding
 
 

@@ -100,8 +100,9 @@ def test_decode_html_order_and_fallback():
     assert decode_html(latin, "text/html; charset=ISO-8859-1") == ("caf\u00e9", "iso8859-1")
     meta = b"<meta charset='windows-1252'>" + "\u201c".encode("cp1252")
     assert decode_html(meta, "text/html")[0].endswith("\u201c")
-    # a header charset wins over a contradicting meta
-    assert decode_html(meta, "text/html; charset=utf-8")[1] == "utf-8"
+    # a header charset wins over a contradicting meta when the bytes fit it, else the meta's
+    assert decode_html(meta, "text/html; charset=latin-1")[1] == "iso8859-1"
+    assert decode_html(meta, "text/html; charset=utf-8") == (decode_html(meta)[0], "cp1252")
     # an unknown charset counts as undeclared: sniffed, not UTF-8 with replacement characters
     text, encoding = decode_html(b"bad \xff byte", "text/html; charset=bogus-charset")
     assert (text, encoding) == ("bad \u00ff byte", "cp1252")

@@ -53,6 +53,19 @@ def test_decode_html_sniffs_undeclared_and_bogus_charsets():
     assert decode_html(cafe.encode(), "text/html; charset=rot13") == (cafe, "utf-8")
 
 
+def test_a_wrongly_declared_charset_is_sniffed_not_replaced():
+    """A page declaring UTF-8 (header or meta) that sends windows-1252 bytes: its captions
+    came out with U+FFFD for every accented letter; now they are decoded as sniffed."""
+    cafe = "<p>Caf\u00e9 cr\u00e8me br\u00fbl\u00e9e, na\u00efve \u201cquotes\u201d</p>"
+    body = cafe.encode("cp1252")
+    assert decode_html(body, "text/html; charset=utf-8") == (cafe, "cp1252")
+    assert decode_html(b"<meta charset='utf-8'>" + body, "text/html")[0].endswith(cafe)
+    assert decode_html(cafe.encode(), "text/html; charset=utf-8") == (cafe, "utf-8")
+    latin = "<p>Caf\u00e9 cr\u00e8me</p>"  # a declared charset that fits is kept
+    assert decode_html(latin.encode("latin-1"), "text/html; charset=iso-8859-1") == (
+        latin, "iso8859-1")
+
+
 def _decisions(site, mode: str, **fetch_kw) -> dict[str, str]:
     site.robots = mode
     fetcher = Fetcher(AddressGuard(LOOPBACK), "brivl-test", **fetch_kw)
