@@ -15,6 +15,7 @@ from typing import Any
 from prefect import task
 
 from brivl.fingerprint import file_sha256, stable_hash
+from brivl.sources import sources_paths, write_sources
 from tasks import tracking
 from tasks.register import checkpoint_identity
 from tasks.stage import Stage, StageOutput, StageRun, normalised
@@ -62,11 +63,29 @@ def run_evaluation(checkpoint_dir: str, eval_sets: str | dict[str, str], config:
     for name, path in resolve_sets(eval_sets).items():
         es = read_eval_set(path, name=name, max_rows=GRID_IMAGES)
         if es.kind == "retrieval" and len(es):
-            grid = retrieval_grid(encoder, es.images, es.captions, k=4, batch_size=cfg.batch_size)
+            shown: list[dict] = []
+            grid = retrieval_grid(encoder, es.images, es.captions, k=4, batch_size=cfg.batch_size,
+                                  shown=shown)
             grid.save(out / "retrieval_grid.png")
+            write_sources(out / "retrieval_grid.png", grid_sources(es, shown),
+                          f"retrieval grid of eval set {name!r}",
+                          f"Images from {path.name}; one row per cell (query row, rank).")
             break
     _write_json(out / "metrics.json", report.metrics)
     return report
+
+
+def grid_sources(es: Any, shown: list[dict]) -> list[dict[str, Any]]:
+    """The retrieval grid's sources table rows: what the eval set says of each image shown."""
+    rows = []
+    for cell in shown:
+        source = es.sources[cell["image"]] if es.sources else {}
+        rows.append({"position": f"query {cell['row']}, rank {cell['rank']}",
+                     "shows": es.captions[cell["image"]][0], "page_url": source.get("page_url"),
+                     "image_url": source.get("image_url"), "sha256": source.get("sha256"),
+                     "licence": source.get("licence"),
+                     "origin": f"eval set {es.name} ({es.path.name}) row {source.get('row', '?')}"})
+    return rows
 
 
 def _report(run: StageRun, params: dict[str, Any]) -> None:
@@ -88,6 +107,9 @@ def _report(run: StageRun, params: dict[str, Any]) -> None:
 
         with Image.open(grid) as img:
             tracking.log_image(img.copy(), "retrieval_grid")
+        for table in sources_paths(grid):
+            if table.is_file():
+                tracking.log_file(table, "images")  # beside images/retrieval_grid.png
 
 
 def _normalise(params: dict[str, Any]) -> dict[str, Any]:

@@ -22,12 +22,13 @@ apply_defaults()
 from prefect import task  # noqa: E402
 
 from brivl.report import print_table  # noqa: E402
+from brivl.sources import generated_rows, sources_paths, write_sources  # noqa: E402
 from tasks.stage import Stage, StageOutput, StageRun, input_identity, normalised  # noqa: E402
 
 GENERATOR_STAGE = "generator"
 GENERATOR_CODE = ("brivl.interpret.vqgan", "brivl.interpret.data", "brivl.interpret.common")
 GRID_STAGE = "grid"
-GRID_CODE = ("brivl.interpret", "brivl.inference", "brivl.model")
+GRID_CODE = ("brivl.interpret", "brivl.inference", "brivl.model", "brivl.sources")
 GRID_KEYS = ("visualize", "generate", "cell")
 GRID_ARTIFACT_DIR = "interpretation"
 GRID_ARTIFACT = f"{GRID_ARTIFACT_DIR}/prompt_grid.png"
@@ -100,7 +101,8 @@ def _grid_report(run: StageRun, params: dict[str, Any]) -> None:
 
     from tasks import tracking
 
-    paths = [run.out_dir / "prompt_grid.png", run.out_dir / "prompt_grid.json"]
+    paths = [run.out_dir / "prompt_grid.png", run.out_dir / "prompt_grid.json",
+             *sources_paths(run.out_dir / "prompt_grid.png")]
     for path in paths:
         mlflow.log_artifact(str(path), artifact_path=GRID_ARTIFACT_DIR)
     if params.get("run_id"):
@@ -165,6 +167,10 @@ def _render(checkpoint: str, generator_dir: str | None, config: dict, out: Path)
         cell=config["cell"],
     )
     grid.save(out / "prompt_grid.png")
+    write_sources(out / "prompt_grid.png", generated_rows(
+        [(f"prompt {i + 1}, {m}", r["prompt"]) for i, r in enumerate(summary["results"])
+         for m in summary["methods"]], str(checkpoint), generator_dir),
+        "prompt grid", "Every image is generated from its prompt; none comes from the web.")
     summary.update(checkpoint=str(checkpoint), generator=generator_dir, config=config)
     (out / "prompt_grid.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -220,6 +220,12 @@ def log_image(image: Any, name: str) -> str:
     return path
 
 
+def log_file(path: str | Path, artifact_dir: str = "") -> str:
+    """Log a file as it is (e.g. a figure's sources table) under ``artifact_dir``."""
+    _mlflow().log_artifact(str(path), artifact_path=artifact_dir or None)
+    return f"{artifact_dir}/{Path(path).name}" if artifact_dir else Path(path).name
+
+
 def log_figure(figure: Any, name: str) -> str:
     """Log a matplotlib figure (or a PIL image) as ``figures/<name>.png``."""
     mlflow = _mlflow()

@@ -21,6 +21,7 @@ import pyarrow.csv as pacsv
 
 from brivl.evaluate.datasets import EvalSet, EvalSetError
 from brivl.evaluate.sources import load_image, reason
+from brivl.fingerprint import file_sha256
 
 PATH_COLUMNS = ("image_path", "filepath")
 CAPTION_COLUMNS = ("caption", "title", "captions")
@@ -126,6 +127,8 @@ def from_table(path: Path, name: str, table: pa.Table, skipped: list | None = No
             out.skipped.extend({"row": row, "reason": reason(exc)} for row in rows)
             continue
         out.captions.append(caps)
+        out.sources.append({"row": rows[0], "sha256": file_sha256(file),
+                            "image_url": file.resolve().as_uri(), "page_url": "", "licence": ""})
     out.skipped.sort(key=lambda s: (isinstance(s["row"], str), s["row"]))
     return out
 

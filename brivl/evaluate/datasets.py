@@ -40,6 +40,7 @@ members it does not read, stray folders) is listed in ``EvalSet.notes``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 from dataclasses import dataclass, field
@@ -90,6 +91,8 @@ class EvalSet:
     is_test: np.ndarray | None = None  # from a ``split`` column, if present
     skipped: list[dict[str, Any]] = field(default_factory=list)  # {"row", "reason"}
     notes: list[str] = field(default_factory=list)  # what a reader ignored on purpose
+    sources: list[dict[str, Any]] = field(default_factory=list)  # retrieval sets: per image,
+    #   {"row", "sha256", "image_url", "page_url", "licence"} (what the set says of it)
 
     def __len__(self) -> int:
         return len(self.images) if self.kind != "text_classification" else len(self.texts)
@@ -272,7 +275,10 @@ def _read_retrieval(out: EvalSet, table: pa.Table) -> None:
     _check_type(
         out.path, table, column, check, "list<string>" if column == "captions" else "string"
     )
-    for row, rec in enumerate(_rows(table, ["image", column])):
+    extra = {role: next((c for c in names if c in table.column_names), None)
+             for role, names in SOURCE_COLUMNS.items()}
+    columns = ["image", column, *dict.fromkeys(c for c in extra.values() if c)]
+    for row, rec in enumerate(_rows(table, columns)):
         caps = rec[column] if column == "captions" else [rec[column]]
         caps = [c for c in (caps or []) if c]
         if not caps:
@@ -284,6 +290,15 @@ def _read_retrieval(out: EvalSet, table: pa.Table) -> None:
             out.skipped.append({"row": row, "reason": f"{type(exc).__name__}: {exc}"})
             continue
         out.captions.append([str(c) for c in caps])
+        blob = rec["image"].get("bytes") if isinstance(rec["image"], dict) else rec["image"]
+        out.sources.append({"row": row, "sha256": hashlib.sha256(blob).hexdigest(),
+                            **{role: str(rec[c] or "") if c else ""
+                               for role, c in extra.items()}})
+
+
+# optional columns of a retrieval set naming where each image came from (first found wins)
+SOURCE_COLUMNS = {"image_url": ("image_url", "url"), "page_url": ("page_url",),
+                  "licence": ("licence", "license")}
 
 
 def _read_vqa(out: EvalSet, table: pa.Table) -> None:

@@ -30,12 +30,14 @@ def retrieval_grid(
     k: int = 4,
     thumb: int = 96,
     batch_size: int = 64,
+    shown: list[dict] | None = None,
 ) -> Image.Image:
     """Query the images by text and draw the top-k per query.
 
     ``captions[i]`` (one string or several) describes ``images[i]``; a retrieved image whose
     captions include the query gets a green frame. ``queries`` defaults to the first caption
-    of the first four images.
+    of the first four images. ``shown``, when given, receives one ``{"row", "rank", "query",
+    "image"}`` per cell drawn (``image``: the index into ``images``), for a sources table.
     """
     if not images:
         raise ValueError("retrieval_grid needs at least one image")
@@ -62,6 +64,8 @@ def retrieval_grid(
             (pad, y), "\n".join(textwrap.wrap(query, 32)[:6]), fill="black", font=font
         )
         for col, idx in enumerate(hits):
+            if shown is not None:
+                shown.append({"row": row + 1, "rank": col + 1, "query": query, "image": int(idx)})
             x = _TEXT_W + col * cell_w
             tile = _as_image(images[idx])
             tile.thumbnail((thumb - 4, thumb - 4))

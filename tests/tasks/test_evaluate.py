@@ -76,11 +76,32 @@ def test_evaluate_stage_writes_logs_and_caches(
     assert first.data.tags["brivl.cached"] == "False"
     assert first.data.tags["brivl.evaluate.manifest_hash"] == body["hash"]
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(first.info.run_id, "images")}
-    assert artifacts == {"images/retrieval_grid.png"}
+    assert artifacts == {"images/retrieval_grid.png", "images/retrieval_grid.sources.csv",
+                         "images/retrieval_grid.sources.md"}
+    _check_grid_sources(out, eval_dir)
 
     again = evaluate.evaluate_task.fn(checkpoint, str(eval_dir), CONFIG, out_dir=str(out))
     assert again == metrics and read_manifest(out)["created_at"] == body["created_at"]
     assert sorted(r.data.tags["brivl.cached"] for r in _runs(body["hash"])) == ["False", "True"]
+
+
+def _check_grid_sources(out: Path, eval_dir: Path) -> None:
+    """One sources row per grid cell, naming the eval row and the sha256 of its image."""
+    import csv
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    with open(out / "retrieval_grid.sources.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 * 4  # 4 queries, top 4 each
+    images = pq.read_table(eval_dir / "retrieval.parquet", columns=["image"])["image"].to_pylist()
+    for row in rows:
+        index = int(row["origin"].rsplit(" row ", 1)[1])
+        assert row["sha256"] == hashlib.sha256(images[index]).hexdigest()
+        assert row["licence"] == row["page_url"] == "(not declared)"  # the demo set names none
+    assert rows[0]["position"] == "query 1, rank 1"
+    assert "| query 1, rank 1 |" in (out / "retrieval_grid.sources.md").read_text()
 
 
 def test_cache_key_follows_checkpoint_eval_files_and_config(
