@@ -93,13 +93,13 @@ def run_pipeline_recipe(name: str, shard_dir: str, seed: int, work: Path) -> dic
 
 
 def pipeline_main(args: argparse.Namespace) -> int:
-    from brivl.shard import write_shards
     from brivl.train import read_split
+    from tasks.shard import shard_task
 
     shard_dir = args.shards
-    if args.filter_dir:
-        shard_dir = str(Path(tempfile.mkdtemp()) / "shards")
-        write_shards(args.filter_dir, shard_dir, {"val_fraction": args.val_fraction})
+    if args.filter_dir:  # the real shard stage (its manifest is the pretrain stage's input)
+        shard_dir = shard_task.fn(args.filter_dir, {"val_fraction": args.val_fraction},
+                                  str(Path(tempfile.mkdtemp()) / "shards"))
     if not shard_dir:
         raise SystemExit("--recipe pipeline needs --shards or --filter-dir (a real-corpus run's)")
     n_train = len(read_split(shard_dir, "train", ["key"])["key"])

@@ -8,10 +8,25 @@ directory is the model's ``checkpoint`` artifact; loading needs the brivl packag
 
 from __future__ import annotations
 
+import warnings
+
 import mlflow
 from mlflow.pyfunc import PythonModel
 
 CHECKPOINT_ARTIFACT = "checkpoint"
+TYPE_HINT_NOTICE = "Add type hints to the `predict` method"
+_show_warning = warnings.showwarning
+
+
+def _without_type_hint_notice(message, *args, **kwargs):
+    """MLflow warns, whenever a PythonModel without type hints is defined (on every load; it
+    resets warning filters while doing so), that it cannot validate the input: predict()
+    checks its input itself, so that notice is dropped while the class below is defined."""
+    if TYPE_HINT_NOTICE not in str(message):
+        _show_warning(message, *args, **kwargs)
+
+
+warnings.showwarning = _without_type_hint_notice
 
 
 class BrivlEmbeddingModel(PythonModel):
@@ -49,4 +64,5 @@ class BrivlEmbeddingModel(PythonModel):
         return out
 
 
+warnings.showwarning = _show_warning
 mlflow.models.set_model(BrivlEmbeddingModel())
