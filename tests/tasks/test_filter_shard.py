@@ -92,6 +92,7 @@ def test_rerun_hits_the_cache_and_a_filter_change_reruns_filter_and_shard(downlo
     assert report["by_rule"]["image_too_small"] == 4 and report["kept"] == 12
     rows = sum(read_shard_table(third["shard"][1], s).num_rows for s in ("train", "val"))
     assert rows == 12
+    _check_datasheet(Path(third["shard"][1]))
 
     fourth = chain(download_dir, {"min_image_side": 80}, dict(shard_cfg, rows_per_shard=5))
     assert fourth["filter"] == ("Cached", third["filter"][1])
@@ -110,3 +111,22 @@ def test_cli_filter_then_shard(download_dir: str, tmp_path: Path, capsys) -> Non
     assert read_shard_table(tmp_path / "s", "train").num_rows == 16
     assert manifest.verify(tmp_path / "s")["row_counts"] == {
         "train": 16, "val": 0, "total": 16, "rejected": 0, "bad_input_files": 0}
+
+
+def _check_datasheet(shard_dir: Path) -> None:
+    """The shard stage's datasheet: the funnel back to download, histograms, logged to MLflow."""
+    sheet = json.loads((shard_dir / "datasheet.json").read_text())
+    assert sheet["rows"]["total"] == 12 and sheet["domains"] == {"x.test": 12}
+    assert [step["stage"] for step in sheet["funnel"]] == ["download", "filter", "shard"]
+    assert sheet["funnel"][1:] == [
+        {"stage": "filter", "in": 16, "out": 12, "rejected": {"image_too_small": 4}},
+        {"stage": "shard", "in": 12, "out": 12, "rejected": {}}]
+    assert sheet["image_shorter_side"]["64-127 px"] == 12  # all 120 x 96
+    assert sheet["caption_words"]["9-16 words"] == 12 and sheet["languages"] == {"en": 12}
+    assert sheet["licences"] == {"(not declared)": 12}
+    assert sheet["faces"]["policy"] == "blur" and sheet["faces"]["searched"] is True
+    assert "| filter | 16 | 12 | image_too_small 4 |" in (shard_dir / "datasheet.md").read_text()
+    (run,) = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                                filter_string=f"tags.`brivl.out_dir` = '{shard_dir}'")
+    logged = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "datasheet")}
+    assert logged == {"datasheet/datasheet.json", "datasheet/datasheet.md"}
