@@ -19,6 +19,7 @@ ROW_RULES = (
     "image_too_small",  # shorter side < min_image_side (original size when the input has it)
     "caption_too_short",  # fewer than min_caption_chars characters or min_caption_words words
     "caption_too_long",  # more than max_caption_chars characters or max_caption_words words
+    "garbled_text",  # U+FFFD left after repair: bytes were lost in decoding, not recoverable
     "blocklist",  # a blocklisted word or phrase (whole words, case-insensitive)
     "spam",  # spam phrase, URL, one token repeated, few unique words, mostly symbols
     "language",  # detected language not in `languages`

@@ -14,6 +14,7 @@ _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 # A "word" is a run of letters/digits, except that each CJK character counts as one word.
 _TOKEN = re.compile(rf"[{_CJK}]|[^\W_{_CJK}]+")
 _SPACE = re.compile(r"\s+")
+REPLACEMENT_CHAR = "\ufffd"
 _SYMBOL = re.compile(r"[^\w\s]|_")  # neither letter, digit nor space
 
 
@@ -54,6 +55,11 @@ def verdict(caption: str | None, cfg) -> tuple[str, str] | tuple[None, tuple[str
         return "caption_too_long", (
             f"{chars} chars, {count} words; allowed <= {cfg.max_caption_chars} "
             f"chars and <= {cfg.max_caption_words} words"
+        )
+    if REPLACEMENT_CHAR in text:
+        return "garbled_text", (
+            f"{text.count(REPLACEMENT_CHAR)} U+FFFD replacement characters: the page's bytes "
+            "were not valid in its charset and ftfy cannot restore them"
         )
     blocked = blocklist_pattern(tuple(cfg.blocklist))
     if blocked is not None and (match := blocked.search(text)):

@@ -104,6 +104,7 @@ def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
              original_width=30, original_height=30),
         pair("c21", caption="sale sale sale sale sale shoes"),
         pair("c22", caption="tiny and blockword", image=jpeg(picture(22, (400, 40)))),
+        pair("c23", caption="caf\ufffd tables on the corner of the street"),  # bytes lost
     ]
     dup_key = pair("c01", caption="another picture under the same id", image=jpeg(picture(99)))
     inp = write_shards(tmp_path / "in", [cases[:11], cases[11:] + [dup_key]])
@@ -119,6 +120,7 @@ def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
         "c20": "image_too_small",  # judged on the original size, not the resized bytes
         "c21": "spam",
         "c22": "aspect_ratio",  # also small and blocklisted: aspect is checked first
+        "c23": "garbled_text",  # U+FFFD: no repair can restore the lost bytes
         "c01": "duplicate_key",  # its second row; the first (sorted by source, row) is kept
     }
     assert {cid: rule for cid, (rule, _) in rejected.items()} == expect
@@ -127,6 +129,7 @@ def test_each_rule_rejects_its_case_and_names_it(tmp_path: Path) -> None:
     assert "c01" in rejected["c11"][1] and "c01" in rejected["c12"][1] and "c01" in rejected["c13"][1]
     assert "blockword" in rejected["c08"][1]
     assert "2 kept rows" in rejected["c16"][1]
+    assert "U+FFFD" in rejected["c23"][1]
     assert kept["c18"] == "café tables on the corner of the street"  # ftfy repair is kept
     assert report["not_success_rows"] == 1 and "c19" not in kept and "c19" not in rejected
     assert report["input_rows"] == len(cases) + 1 - 1  # + the duplicate key, - the failed one
