@@ -383,7 +383,12 @@ class _Monitor:
         step = int(metrics["step"])
         if step <= self.done_step:
             return  # a resumed run repeats steps the killed one had reported
-        self.advance(step - self.done_step)
+        label = "pretrain"
+        if isinstance(metrics.get("loss"), (int, float)):
+            label += f": loss {metrics['loss']:.3f}"
+        if isinstance(metrics.get("samples_per_s"), (int, float)):
+            label += f", {metrics['samples_per_s']:.0f} samples/s"
+        self.advance(step - self.done_step, description=label)
         self.done_step = step
         if self.run_id is not None:
             import mlflow

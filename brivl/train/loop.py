@@ -8,7 +8,6 @@ model all-gathers its momentum keys itself).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import time
@@ -23,7 +22,6 @@ import torch.distributed as dist
 
 from brivl.model import BriVL, build_config, create_model, load_checkpoint, save_checkpoint
 from brivl.model.tokenizer import train_tokenizer
-from brivl.report import progress
 from brivl.train.augment import decode_augment_batch
 from brivl.train.config import TrainConfig
 from brivl.train.data import prefetch
@@ -145,12 +143,10 @@ def train(
     log = Path(checkpoint_dir) / METRICS_LOG if checkpoint_dir and rank == 0 else None
     checkpoint = latest
     meter = _Meter()
-    bar = progress(f"train {config.model}", total, completed=step) if rank == 0 else None
     try:
-        with bar or contextlib.nullcontext(lambda *a, **k: None) as advance:
-            step, checkpoint, last = _loop(config, runner, source, state, meter, step, total,
-                                           report, checkpoint_dir, checkpoint, log,
-                                           samples_per_epoch, previous_metrics, advance)
+        step, checkpoint, last = _loop(config, runner, source, state, meter, step, total, report,
+                                       checkpoint_dir, checkpoint, log, samples_per_epoch,
+                                       previous_metrics)
     finally:
         source.close()
     return {"step": step, "total_steps": total, "checkpoint": str(checkpoint) if checkpoint else None,
@@ -163,10 +159,8 @@ def train(
 def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: dict[str, Any],
           meter: _Meter, step: int, total: int, report: Report | None,
           checkpoint_dir: str | Path | None, checkpoint: Path | None, log: Path | None,
-          samples_per_epoch: int | None, last: dict[str, Any],
-          advance: Callable[..., None]) -> tuple[int, Path | None, dict]:
-    """Steps until ``total`` (or the data ends); reports and checkpoints on schedule;
-    ``advance`` moves the progress bar (its label shows the latest loss and samples/s)."""
+          samples_per_epoch: int | None, last: dict[str, Any]) -> tuple[int, Path | None, dict]:
+    """Steps until ``total`` (or the data ends); reports and checkpoints on schedule."""
     model, optimizer, world = runner.model, runner.optimizer, runner.world
     while step < total:
         with meter.waiting():
@@ -185,14 +179,11 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
         meter.add(out)
         if config.max_seconds is not None and meter.elapsed() >= config.max_seconds:
             total = step  # the time budget is spent: this step is the last
-        advance()
         if step % config.report_every == 0 or step == total:
             last = meter.flush(step, runner, state, model)
             _log_metrics(log, last)
             if report is not None:
                 report(last)
-            advance(0, description=f"train {config.model}: loss {last['loss']:.3f}, "
-                                   f"{last['samples_per_s']:.0f} samples/s")
         if checkpoint_dir is not None and (step % config.checkpoint_every == 0 or step == total):
             checkpoint = save_training_checkpoint(
                 checkpoint_dir, step, model, optimizer,
