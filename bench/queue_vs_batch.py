@@ -117,14 +117,21 @@ def pipeline_main(args: argparse.Namespace) -> int:
         f"({time.strftime('%Y-%m-%d')}): make run's CPU recipe (pretrained brivl-lite, cached "
         f"frozen trunks, 128 px, no augmentation), {n_train} train pairs, validation = {n_val} "
         "held-out pairs of the same corpus (by key hash), every variant at the same samples "
-        f"seen. torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.machine()}, {os.cpu_count()} cores, load average {load0:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end."
+        "seen."
     )
-    text = header + "\n\n" + table(rows)
+    return _report(header, rows, load0, None if args.no_record else PIPELINE_SUBSECTION)
+
+
+def _report(header: str, rows: list[dict], load0: float, subsection: str | None) -> int:
+    """Print the header (plus the machine and load) and the table; record it in RESULTS.md."""
+    text = (
+        f"{header} torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.machine()}, {os.cpu_count()} cores, load average {load0:.1f} at the start, "
+        f"{os.getloadavg()[0]:.1f} at the end.\n\n{table(rows)}"
+    )
     print(text)
-    if not args.no_record:
-        _record(text, PIPELINE_SUBSECTION)
+    if subsection:
+        _record(text, subsection)
     return 0
 
 
@@ -185,15 +192,9 @@ def main() -> int:
         f"{args.image_size} px, {samples} samples seen per variant ({n_train} train pairs, "
         f"~{args.epochs:g} epochs), peak lr {args.lr:g} with warmup + cosine for every variant, "
         "augmentation on; validation = 200 held-out demo-like pairs with distinct captions "
-        f"(chance R@1 = 1/200). torch {torch.__version__}, {torch.get_num_threads()} threads, "
-        f"{platform.machine()}, {os.cpu_count()} cores, load average {load0:.1f} at the start, "
-        f"{os.getloadavg()[0]:.1f} at the end."
+        "(chance R@1 = 1/200)."
     )
-    text = header + "\n\n" + table(rows)
-    print(text)
-    if not args.no_record:
-        _record(text, SUBSECTION)
-    return 0
+    return _report(header, rows, load0, None if args.no_record else SUBSECTION)
 
 
 if __name__ == "__main__":

@@ -188,6 +188,22 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass
+class TracedImage:
+    """An optimised image and how its similarity to the text evolved."""
+
+    image: Image.Image
+    trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
+
+    @property
+    def initial_similarity(self) -> float:
+        return self.trace[0]
+
+    @property
+    def final_similarity(self) -> float:
+        return self.trace[-1]
+
+
+@dataclass
 class OptimiseResult:
     """The rendered image after the last step and the similarity trace."""
 

@@ -17,11 +17,11 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from brivl.config_parse import bounded, config_from_dict
 from brivl.interpret.common import (
     EmbeddingModel,
+    TracedImage,
     ViewAugmentConfig,
     frozen,
     optimise_input,
@@ -72,22 +72,12 @@ class TextToImageConfig:
 
 
 @dataclass
-class GenerateResult:
+class GenerateResult(TracedImage):
     """The generated image, its latent and how the similarity to the text evolved."""
 
-    image: Image.Image
-    trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
     latent: torch.Tensor  # the optimised latent [1, *latent_shape]
     text: str
     config: TextToImageConfig
-
-    @property
-    def initial_similarity(self) -> float:
-        return self.trace[0]
-
-    @property
-    def final_similarity(self) -> float:
-        return self.trace[-1]
 
 
 def generate(

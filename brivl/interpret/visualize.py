@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image
 
 from brivl.config_parse import bounded, config_from_dict
 from brivl.interpret.common import (
     EmbeddingModel,
+    TracedImage,
     ViewAugmentConfig,
     model_image_size,
     optimise_input,
@@ -54,21 +54,11 @@ class VisualizeConfig:
 
 
 @dataclass
-class VisualizeResult:
+class VisualizeResult(TracedImage):
     """The visualisation and how the similarity to the text evolved."""
 
-    image: Image.Image
-    trace: list[float]  # un-augmented cosine similarity before each step; last = returned image
     text: str
     config: VisualizeConfig
-
-    @property
-    def initial_similarity(self) -> float:
-        return self.trace[0]
-
-    @property
-    def final_similarity(self) -> float:
-        return self.trace[-1]
 
 
 def visualize(
