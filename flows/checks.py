@@ -109,6 +109,9 @@ def _check_eval_sets(value: Any) -> None:
                           "eval sets, one set, or {name: path} of existing sets")
 
 
+check_eval_sets = _check_eval_sets  # for the commands that take --eval-sets
+
+
 def _check_prompts(prompts: Any) -> None:
     if isinstance(prompts, str) or not isinstance(prompts, Sequence) or not prompts or not all(
             isinstance(p, str) and p.strip() for p in prompts):

@@ -28,14 +28,17 @@ def data_flow(
     filter_config: dict | None = None,
     shard_config: dict | None = None,
     refresh: str = "",
+    eval_sets: str | dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Seeds → training shards. Returns each stage's output directory and row counts.
 
-    The seeds and all four configs are checked before the crawl starts."""
+    The seeds and all four configs are checked before the crawl starts. Pairs showing an
+    image of ``eval_sets`` (the evaluation sets) are kept out of the shards."""
     check_seeds(seeds)
     check_data_configs(crawl_config, download_config, filter_config, shard_config)
     ingest = ingest_flow(seeds, crawl_config, download_config, refresh)
-    filter_dir = filter_task(ingest["download_dir"], filter_config or {})
+    filter_dir = filter_task(ingest["download_dir"], filter_config or {},
+                             eval_sets=eval_sets or None)
     shard_dir = shard_task(filter_dir, shard_config or {})
 
     dirs = {

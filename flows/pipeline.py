@@ -115,7 +115,8 @@ def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dic
     out: dict[str, Any] = {"seeds": seeds}
     with pipeline_run("pipeline", {"seeds": " ".join(seeds)}) as run_id:
         out["mlflow_run_id"] = run_id
-        data = data_flow(seeds, cfg["crawl"], cfg["download"], cfg["filter"], cfg["shard"])
+        data = data_flow(seeds, cfg["crawl"], cfg["download"], cfg["filter"], cfg["shard"],
+                         eval_sets=cfg["eval_sets"] or None)
         out["data"] = data
         if "retrain" not in cfg["stages"]:
             return out

@@ -2,8 +2,9 @@
 
 Cached like every stage (``tasks.stage``): its identity is the checkpoint's identity, the
 eval files' checksums, the config and the evaluation code. The stage directory holds
-``metrics.json``, per-set tables, the skipped rows, a retrieval image grid and the
-manifest; each run (cached or not) logs them to its MLflow child run (named by ``label``).
+``metrics.json``, per-set tables, the skipped rows, a retrieval image grid (with its sources
+table), ``decontamination.json`` (how many training pairs the filter dropped as copies of
+these eval sets' images) and the manifest; each run (cached or not) logs them to its MLflow child run (named by ``label``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tasks.stage import Stage, StageOutput, StageRun, normalised
 
 EVAL_CODE = ("brivl.evaluate", "brivl.inference", "brivl.model", "tasks.evaluate")
 GRID_IMAGES = 48  # retrieval-grid gallery size (first rows of the retrieval set)
+DECONTAMINATION = "decontamination.json"  # eval-set images the filter found in training data
 
 
 def eval_sets_identity(eval_sets: str | dict[str, str]) -> str:
@@ -72,7 +74,40 @@ def run_evaluation(checkpoint_dir: str, eval_sets: str | dict[str, str], config:
                           f"Images from {path.name}; one row per cell (query row, rank).")
             break
     _write_json(out / "metrics.json", report.metrics)
+    _write_json(out / DECONTAMINATION, decontamination(checkpoint_dir, eval_sets))
     return report
+
+
+def _manifest_or_none(path: Any) -> dict[str, Any] | None:
+    from brivl.manifest import ManifestError, read_manifest
+
+    try:
+        return read_manifest(path) if path else None
+    except (ManifestError, OSError):
+        return None
+
+
+def decontamination(checkpoint_dir: str, eval_sets: str | dict[str, str]) -> dict[str, Any]:
+    """What the filter found of these eval sets in the checkpoint's training data.
+
+    Followed through the manifests: the pretrain stage that wrote the checkpoint, its shards,
+    their filter. ``found`` is None when that lineage cannot be followed (a checkpoint from
+    elsewhere); ``same_eval_sets`` says whether the filter checked these very sets."""
+    out: dict[str, Any] = {"found": None, "eval_images": None, "same_eval_sets": False,
+                           "filter_dir": None}
+    ckpt = Path(checkpoint_dir)
+    pretrain = next((b for b in map(_manifest_or_none, (ckpt, ckpt.parent))
+                     if b and b["stage"] == "pretrain"), None)
+    shards = _manifest_or_none(pretrain and pretrain.get("extra", {}).get("shard_dir"))
+    filter_dir = shards and shards.get("extra", {}).get("input_dir")
+    body = _manifest_or_none(filter_dir)
+    if not body or body["stage"] != "filter":
+        return out
+    overlap = body.get("extra", {}).get("report", {}).get("eval_overlap") or {}
+    out.update(found=overlap.get("found", 0), eval_images=overlap.get("eval_images", 0),
+               found_per_set=overlap.get("found_per_set", {}), filter_dir=str(filter_dir),
+               same_eval_sets=eval_sets_identity(eval_sets) in body.get("inputs", []))
+    return out
 
 
 def grid_sources(es: Any, shown: list[dict]) -> list[dict[str, Any]]:
@@ -101,6 +136,14 @@ def _report(run: StageRun, params: dict[str, Any]) -> None:
         if rows:
             tracking.log_table(table.stem, rows)
     tracking.log_json(json.loads((out / "skipped.json").read_text()), "skipped_rows.json")
+    decon = out / DECONTAMINATION
+    if decon.is_file():
+        found = json.loads(decon.read_text())
+        tracking.log_json(found, DECONTAMINATION)
+        if found["found"] is not None:
+            tracking.log_metrics({"decontamination.found": found["found"],
+                                  "decontamination.eval_images": found["eval_images"],
+                                  "decontamination.same_eval_sets": float(found["same_eval_sets"])})
     grid = out / "retrieval_grid.png"
     if grid.is_file():
         from PIL import Image

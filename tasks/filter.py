@@ -1,6 +1,7 @@
 """The filter stage as a Prefect task: download shards -> kept pairs + rejected rows + report.
 
-Identity = (input identity, normalised filter config, filter code version). The input is a
+Identity = (input identity, the evaluation sets' identity when given, normalised filter config,
+filter code version). The input is a
 stage directory (its manifest hash) or a plain folder of Parquet files (a hash of their
 bytes), so users can filter their own data. Not retried: a failure here is not transient
 I/O, and a rerun starts the stage over (the filter output is rebuilt, byte-identical).
@@ -18,6 +19,7 @@ from prefect import task  # noqa: E402
 
 from brivl import manifest  # noqa: E402
 from brivl.filter import FilterConfig, run_filter  # noqa: E402
+from brivl.filter.decontam import load_eval_images  # noqa: E402
 from brivl.fingerprint import file_sha256, stable_hash  # noqa: E402
 from tasks.stage import Stage, StageOutput, StageRun, config_param  # noqa: E402
 
@@ -40,28 +42,54 @@ def input_id(input_dir: str | Path) -> str:
     return stable_hash({str(p.relative_to(path)): file_sha256(p) for p in files})
 
 
-FILTER = Stage(STAGE, FILTER_CODE, config_param(FilterConfig),
-               inputs=lambda p: [input_id(p["input_dir"])])
+def _inputs(params: dict) -> list[str]:
+    """The input's identity, then the evaluation sets' (when decontaminating against them)."""
+    ids = [input_id(params["input_dir"])]
+    if params.get("eval_sets"):
+        from tasks.evaluate import eval_sets_identity
+
+        ids.append(eval_sets_identity(params["eval_sets"]))
+    return ids
+
+
+def _report(run: StageRun, params: dict) -> None:
+    """Inside the child run: evaluation images checked and training rows found overlapping."""
+    from tasks import tracking
+
+    overlap = manifest.read_manifest(run.out_dir).get("extra", {}).get("report", {}).get(
+        "eval_overlap") or {}
+    tracking.log_metrics({"eval_overlap.eval_images": overlap.get("eval_images", 0),
+                          "eval_overlap.found": overlap.get("found", 0)})
+
+
+FILTER = Stage(STAGE, FILTER_CODE, config_param(FilterConfig), inputs=_inputs, report=_report)
 
 
 def resolve_filter(
-    input_dir: str, config: dict | None = None, out_dir: str | None = None
+    input_dir: str, config: dict | None = None, out_dir: str | None = None,
+    eval_sets: str | dict[str, str] | None = None,
 ) -> StageRun:
     """Where this stage writes for ``input_dir`` and ``config`` (and whether it is done)."""
-    return FILTER.resolve({"input_dir": input_dir, "config": config, "out_dir": out_dir})
+    return FILTER.resolve({"input_dir": input_dir, "config": config, "out_dir": out_dir,
+                           "eval_sets": eval_sets})
 
 
 @task(name="filter", **FILTER.task_options())
 def filter_task(
-    input_dir: str, config: dict | None = None, out_dir: str | None = None, workers: int = 1
+    input_dir: str, config: dict | None = None, out_dir: str | None = None, workers: int = 1,
+    eval_sets: str | dict[str, str] | None = None,
 ) -> str:
-    """Filter downloaded pairs (per-row rules, then dedup); return the output directory."""
+    """Filter downloaded pairs (per-row rules, then dedup; pairs showing an image of
+    ``eval_sets`` are rejected as ``eval_overlap``); return the output directory."""
 
     def produce(run: StageRun) -> StageOutput:
+        images = load_eval_images(eval_sets) if eval_sets else None
         result = run_filter(input_dir, run.out_dir, FilterConfig.from_dict(run.config),
-                            workers=workers)
+                            workers=workers, eval_images=images)
         return StageOutput(result.row_counts,
-                           {"report": result.report, "input_dir": str(input_dir)})
+                           {"report": result.report, "input_dir": str(input_dir),
+                            "eval_sets": str(eval_sets or "")})
 
-    params = {"input_dir": input_dir, "config": config, "out_dir": out_dir}
+    params = {"input_dir": input_dir, "config": config, "out_dir": out_dir,
+              "eval_sets": eval_sets or None}
     return str(FILTER.run(produce, params).out_dir)

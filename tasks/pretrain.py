@@ -336,7 +336,7 @@ def _finish(run: StageRun, cfg: Any, shard_dir: str, checkpoints: Path,
     shutil.rmtree(run.out_dir / "run", ignore_errors=True)
     return StageOutput(
         {"steps": int(metrics["step"]), "samples_seen": int(metrics.get("samples_seen", 0))},
-        {"metrics": metrics},
+        {"metrics": metrics, "shard_dir": str(shard_dir)},  # lineage the evaluate stage reads
     )
 
 

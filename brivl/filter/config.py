@@ -28,6 +28,7 @@ ROW_RULES = (
 # ...then the dedup rules, over the survivors in a stable order (sorted by candidate id), so
 # the first of a group is kept whatever order the shards were read in:
 DEDUP_RULES = (
+    "eval_overlap",  # near-duplicate of an evaluation set's image (brivl.filter.decontam)
     "duplicate_key",  # the same candidate id as an earlier row
     "duplicate_image",  # the same image bytes (sha256) as a kept row
     "near_duplicate",  # perceptual hash close to a kept row's, confirmed on thumbnails

@@ -164,10 +164,12 @@ class Deduplicator:
     """
 
     def __init__(self, config, thumb_of: Callable[[int], bytes],
-                 near: NearGraph | None = None) -> None:
+                 near: NearGraph | None = None,
+                 eval_check: Callable[[int], str | None] | None = None) -> None:
         self.config = config
         self.thumb_of = thumb_of
         self.near = near
+        self.eval_check = eval_check  # position -> why it matches an eval image, or None
         self.seen_ids: set[str] = set()
         self.by_sha: dict[bytes, str] = {}
         self.by_url: dict[str, str] = {}
@@ -189,6 +191,8 @@ class Deduplicator:
 
     def _judge(self, cand: Candidate, pos: int) -> tuple[str, str] | None:
         cfg = self.config
+        if self.eval_check is not None and (why := self.eval_check(pos)):
+            return "eval_overlap", why
         if cand.ident in self.seen_ids:
             return "duplicate_key", f"candidate id {cand.ident!r} appears more than once"
         if cfg.dedup_exact and cand.sha256 in self.by_sha:

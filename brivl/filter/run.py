@@ -37,6 +37,7 @@ from brivl.crawl.candidates import SOURCE_COLUMNS
 from brivl.errors import SchemaError
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
+from brivl.filter.decontam import EvalImages, EvalOverlap
 from brivl.filter.dedup import Candidate, Deduplicator, NearGraph
 from brivl.filter.faces import FaceDetector, blur_boxes, boxes_json
 from brivl.filter.image import THUMB_SIDE, ImageError, decode_small, phashes
@@ -359,8 +360,10 @@ def _norm_url(url: str | None) -> str | None:
 
 
 # --- 2. dedup --------------------------------------------------------------------------------
-def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[int, tuple]]:
-    """Dedup verdicts: ``{shard: {local candidate index: (rule, detail)}}``."""
+def dedup(scans: list[dict], cfg: FilterConfig, work: Path, eval_images: EvalImages | None = None
+          ) -> tuple[dict[int, dict[int, tuple]], dict[str, Any]]:
+    """Dedup verdicts ``{shard: {local candidate index: (rule, detail)}}`` and what the
+    evaluation-overlap check found (``eval_images`` are searched with the corpus)."""
     # thumbnails are read one at a time (only near-duplicate candidates need them): a memory
     # map would fault in its neighbours too, and RSS would grow with the corpus
     files = [os.open(work / f"thumbs-{s['shard']:05d}.bin", os.O_RDONLY) for s in scans]
@@ -369,16 +372,22 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
         key=lambda item: item[0],
     )
     where = [(s, i) for _, s, i in order]
-    near = None
-    if cfg.near_dup_max_distance >= 0 and where:
+    eval_images = eval_images if eval_images is not None and len(eval_images) else None
+    graph = None
+    if (cfg.near_dup_max_distance >= 0 or eval_images is not None) and where:
         hashes = np.stack([scans[s]["phashes"][i] for s, i in where])
-        near = NearGraph(hashes, cfg.near_dup_max_distance)
+        if eval_images is not None:  # searched together; eval rows are never fed or kept
+            hashes = np.concatenate([hashes, eval_images.hashes])
+        graph = NearGraph(hashes, max(cfg.near_dup_max_distance, 0))
 
     def thumb_of(pos: int) -> bytes:
         s, i = where[pos]
         return os.pread(files[s], THUMB_BYTES, i * THUMB_BYTES)
 
-    judge = Deduplicator(cfg, thumb_of, near)
+    overlap = (EvalOverlap(graph, len(where), eval_images, thumb_of, cfg.near_dup_max_pixel_diff)
+               if eval_images is not None and graph is not None else None)
+    near = graph if cfg.near_dup_max_distance >= 0 else None
+    judge = Deduplicator(cfg, thumb_of, near, overlap.check if overlap else None)
     verdicts: dict[int, dict[int, tuple]] = {s: {} for s in range(len(scans))}
     try:
         for s, i in where:
@@ -388,7 +397,11 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path) -> dict[int, dict[in
     finally:
         for fd in files:
             os.close(fd)
-    return verdicts
+    found = overlap.summary() if overlap else {
+        "eval_images": len(eval_images) if eval_images is not None else 0,
+        "per_set": dict(eval_images.per_set) if eval_images is not None else {},
+        "found": 0, "found_per_set": {}}
+    return verdicts, found
 
 
 # --- 3. write --------------------------------------------------------------------------------
@@ -476,8 +489,12 @@ def run_filter(
     config: FilterConfig | dict | None = None,
     *,
     workers: int = 1,
+    eval_images: EvalImages | None = None,
 ) -> FilterResult:
     """Filter ``input_dir`` into ``out_dir`` (``kept/``, ``rejected/``, ``filter_report.json``).
+
+    ``eval_images`` (:func:`brivl.filter.decontam.load_eval_images`): rows showing one of
+    them are rejected as ``eval_overlap``.
 
     Does not write ``_manifest.json`` (the stage task does, last). Rerunning on the same
     ``out_dir`` starts over and gives byte-identical files; ``workers`` only changes speed.
@@ -492,7 +509,7 @@ def run_filter(
     scans = _scan_all([p for p, _ in handles], cfg, work, workers, count_input_rows(handles))
     bad += [s["bad"] for s in scans if "bad" in s]  # a file that broke while being read
     scans = [s for s in scans if "bad" not in s]
-    verdicts = dedup(scans, cfg, work)
+    verdicts, overlap = dedup(scans, cfg, work, eval_images)
     by_rule = dict.fromkeys(RULES, 0)
     for scan in scans:
         for rule, n in scan["by_rule"].items():
@@ -503,6 +520,7 @@ def run_filter(
     shutil.rmtree(work)
     report = _report(scans, verdicts, by_rule, cfg)
     report["bad_input_files"] = bad_files_rows(bad)
+    report["eval_overlap"] = overlap
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
     return FilterResult(report)
 

@@ -19,6 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help='JSON file {"crawl": {...}, "download": {...}, "filter": {...}, '
                         '"shard": {...}} of stage config overrides')
     parser.add_argument("--refresh", default="", help="any new value forces a fresh crawl")
+    parser.add_argument("--eval-sets", default="", metavar="DIR",
+                        help="evaluation sets whose images are kept out of the shards")
 
 
 def check(args: argparse.Namespace) -> tuple[dict, dict]:
@@ -37,6 +39,10 @@ def check(args: argparse.Namespace) -> tuple[dict, dict]:
     if args.max_pages is not None:
         crawl["max_pages"] = args.max_pages
     check_data_configs(crawl, cfg.get("download"), cfg.get("filter"), cfg.get("shard"))
+    if getattr(args, "eval_sets", ""):
+        from flows.checks import check_eval_sets
+
+        check_eval_sets(args.eval_sets)
     return cfg, crawl
 
 
@@ -48,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     cfg, crawl = check(args)
     result = data_flow(
         args.seed, crawl, cfg.get("download", {}), cfg.get("filter", {}), cfg.get("shard", {}),
-        refresh=args.refresh,
+        refresh=args.refresh, eval_sets=args.eval_sets or None,
     )
     print_table("Rows per stage", stage_rows(result))
     print_table("Rejected by reason", rejection_rows(result))

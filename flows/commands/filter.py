@@ -6,7 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-HELP = "filter image-text pairs: size, aspect, caption rules, blocklist, spam, language, dedup"
+HELP = ("filter image-text pairs: size, aspect, caption rules, blocklist, spam, language, faces, "
+        "dedup, evaluation overlap")
 
 # CLI flag -> FilterConfig field (flags left unset keep the config's value)
 FLAGS = {
@@ -46,6 +47,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=JSON",
                         help="any FilterConfig field, e.g. --set spam_min_words=5 (repeatable)")
     parser.add_argument("--workers", type=int, default=1, help="processes for the per-row rules")
+    parser.add_argument("--faces", choices=("blur", "drop", "off"),
+                        help="detected faces: blurred in the stored JPEG (default), the pair "
+                        "dropped, or no detection")
+    parser.add_argument("--eval-sets", default="", metavar="DIR",
+                        help="evaluation sets (a directory of them, or one): pairs showing one "
+                        "of their images are rejected as eval_overlap")
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -57,6 +64,8 @@ def build_config(args: argparse.Namespace) -> dict:
     for flag, field in FLAGS.items():
         if getattr(args, flag) is not None:
             values[field] = getattr(args, flag)
+    if getattr(args, "faces", None):
+        values["face_policy"] = args.faces
     if args.languages is not None:
         values["languages"] = [c.strip() for c in args.languages.split(",") if c.strip()]
     if args.blocklist_file:
@@ -84,7 +93,12 @@ def run(args: argparse.Namespace) -> int:
     from tasks.filter import filter_task
 
     config = check(args)
-    out_dir = filter_task(args.input, config, args.out, workers=args.workers)
+    if args.eval_sets:
+        from flows.checks import check_eval_sets
+
+        check_eval_sets(args.eval_sets)
+    out_dir = filter_task(args.input, config, args.out, workers=args.workers,
+                          eval_sets=args.eval_sets or None)
     report = json.loads((Path(out_dir) / REPORT_NAME).read_text())
     print_table(f"filter: {out_dir}", summary_rows(report))
     print(out_dir)

@@ -69,6 +69,10 @@ def test_pipeline_registers_a_model_with_lineage(demo, capsys) -> None:
     assert stages == STAGE_RUNS, stages
     for run in children:
         _assert_normalised_config_logged(run)
+        if run.data.tags["brivl.stage"] == "evaluate":  # it reports the filter's decontamination
+            found = (Path(run.data.tags["brivl.out_dir"]) / "decontamination.json").read_text()
+            assert '"found": 0' in found and '"same_eval_sets": true' in found, found
+            assert run.data.metrics["decontamination.found"] == 0
     assert Path(result["index_dir"]).is_dir() and Path(result["prompt_grid"]).is_file()
 
     print_summary(result, seconds=1.0)
@@ -140,16 +144,28 @@ EXPECTED_REASONS = {
 }
 
 
-def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo) -> None:
-    """Accounting across the whole data flow: download reasons and filter rules included."""
+def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_path) -> None:
+    """Accounting across the whole data flow: download reasons and filter rules included, with
+    faces dropped and the eval sets (plus two planted copies of crawled images) decontaminated."""
+    import json
     from urllib.parse import urlparse
 
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from brivl.demo.site import SITE_COPYRIGHT, SITE_LICENCE
+    from brivl.evaluate.runner import resolve_sets
     from flows.data import data_flow
 
-    server, _ = demo
-    data = data_flow(server.seed_urls, CONFIG["crawl"], CONFIG["download"], {}, {})
+    server, eval_dir = demo
+    sources = {i.source_path for i in server.site.images if i.source_path}
+    planted = [i.path for i in server.site.images if i.fault is None and i.path not in sources][:2]
+    pq.write_table(pa.table({"image": [server.site.image_bytes(p) for p in planted],
+                             "caption": ["planted one", "planted two"]}), tmp_path / "planted.parquet")
+    eval_sets = {**{k: str(v) for k, v in resolve_sets(eval_dir).items()},
+                 "planted": str(tmp_path / "planted.parquet")}
+    data = data_flow(server.seed_urls, CONFIG["crawl"], CONFIG["download"],
+                     {"face_policy": "drop"}, {}, eval_sets=eval_sets)
 
     def table(folder: str, columns: list[str]) -> list[dict]:
         return [row for f in sorted(Path(folder).rglob("*.parquet"))
@@ -160,8 +176,11 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo) -> N
         outcome[urlparse(row["image_url"]).path] = row["reason"]
     for row in table(f"{data['filter_dir']}/rejected", ["url", "rule"]):
         outcome[urlparse(row["url"]).path] = row["rule"]
-    kept = [urlparse(r["url"]).path for split in ("train", "val")
-            for r in table(f"{data['shard_dir']}/{split}", ["url"])]
+    shard_rows = [r for split in ("train", "val") for r in table(
+        f"{data['shard_dir']}/{split}", ["url", "licence", "licence_source", "copyright"])]
+    kept = [urlparse(r["url"]).path for r in shard_rows]
+    assert {(r["licence"], r["licence_source"], r["copyright"]) for r in shard_rows} == {
+        (SITE_LICENCE, "page_link", SITE_COPYRIGHT)}  # the pages' declaration, kept to the end
     assert not set(kept) & set(outcome), "a row is both kept and rejected"
     outcome.update(dict.fromkeys(kept, "kept"))
 
@@ -174,6 +193,12 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo) -> N
     for path, truth in candidates.items():
         if truth.fault in EXPECTED_REASONS:
             assert outcome[path] in EXPECTED_REASONS[truth.fault], (path, truth.fault, outcome[path])
+    report = json.loads((Path(data["filter_dir"]) / "filter_report.json").read_text())
+    assert [outcome[p] for p in planted] == ["eval_overlap"] * 2
+    assert report["eval_overlap"]["found_per_set"] == {"planted": 2}  # held-out sets: no leak
+    for rule in ("face", "eval_overlap"):  # every policy reason, with its count
+        assert report["by_rule"][rule] == list(outcome.values()).count(rule), rule
+    assert report["faces"]["policy"] == "drop" and report["faces"]["searched"] > 0
     for kind in ("duplicate", "near_duplicate"):
         groups: dict[str, list[str]] = {}
         for truth in candidates.values():

@@ -124,3 +124,31 @@ def test_cache_key_follows_checkpoint_eval_files_and_config(
     assert key(eval_sets={"retrieval": str(copy)}) == base  # same content, same key
     copy.write_bytes((eval_dir / "zeroshot_text.parquet").read_bytes())
     assert key(eval_sets={"retrieval": str(copy)}) != base
+
+
+def test_decontamination_follows_the_checkpoint_to_its_filter(eval_dir: Path, tmp_path: Path
+                                                              ) -> None:
+    """checkpoint -> pretrain manifest -> shards -> filter report: how many were found."""
+    from brivl.manifest import write_manifest
+
+    def stage(name: str, inputs: list[str], extra: dict) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        write_manifest(folder, stage=name, config={}, inputs=inputs, code_version="t",
+                       row_counts={}, extra=extra)
+        return folder
+
+    overlap = {"eval_images": 9, "found": 3, "found_per_set": {"retrieval": 3}}
+    filtered = stage("filter", ["download-hash", evaluate.eval_sets_identity(str(eval_dir))],
+                     {"report": {"eval_overlap": overlap}})
+    shards = stage("shard", ["filter-hash"], {"input_dir": str(filtered)})
+    pretrain = stage("pretrain", ["shard-hash"], {"shard_dir": str(shards)})
+    (pretrain / "checkpoint").mkdir()
+    found = evaluate.decontamination(str(pretrain / "checkpoint"), str(eval_dir))
+    assert found == {"found": 3, "eval_images": 9, "found_per_set": {"retrieval": 3},
+                     "same_eval_sets": True, "filter_dir": str(filtered)}
+    other = tmp_path / "other_sets"
+    other.mkdir()
+    (other / "retrieval.parquet").write_bytes((eval_dir / "retrieval.parquet").read_bytes()[:-8])
+    assert evaluate.decontamination(str(pretrain / "checkpoint"), str(other))["same_eval_sets"] is False
+    assert evaluate.decontamination(str(tmp_path), str(eval_dir))["found"] is None  # no lineage
