@@ -58,6 +58,7 @@ def _report(run: StageRun, params: dict[str, Any]) -> None:
 
     metrics = manifest.read_manifest(run.out_dir).get("extra", {}).get("metrics", {})
     tracking.log_metrics(metrics, step=int(metrics.get("step", 0)), prefix="final/")
+    tracking.log_dataset_input(params["shard_dir"])  # the run table's Dataset column
 
 
 PRETRAIN = Stage("pretrain", PRETRAIN_CODE, _normalise,

@@ -263,3 +263,23 @@ def log_manifest(stage_dir: str | Path, name: str | None = None) -> dict[str, An
     )
     log_metrics({f"{label}.rows.{k}": v for k, v in body.get("row_counts", {}).items()})
     return body
+
+
+def log_dataset_input(stage_dir: str | Path, context: str = "training") -> None:
+    """Name a stage directory (e.g. the shards) as an MLflow dataset input of the active run,
+    so the run table's Dataset column shows it: name and digest from its manifest."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    from brivl.manifest import read_manifest
+
+    mlflow = _mlflow()
+    body = read_manifest(stage_dir)
+    with warnings.catch_warnings():  # a local path matches two equivalent source kinds
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(str(Path(stage_dir).resolve()))
+    total = body.get("row_counts", {}).get("total")
+    name = f"{body['stage']} {body['hash'][:12]}" + (f" ({total} rows)" if total else "")
+    mlflow.log_input(MetaDataset(source, name=name, digest=body["hash"][:36]), context=context)

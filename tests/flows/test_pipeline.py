@@ -100,6 +100,9 @@ def _assert_normalised_config_logged(run) -> None:
         "register": "config.primary_metric",
     }
     assert normalised[stage] in logged, (stage, sorted(logged))
+    if stage == "pretrain":  # the shards it trained on are its MLflow dataset input
+        (dataset,) = [d.dataset for d in run.inputs.dataset_inputs]
+        assert dataset.digest == body["inputs"][0][:36] and dataset.name.startswith("shard ")
 
 
 def test_brivl_data_reruns_the_same_data_flow_from_cache(demo, tmp_path, capsys) -> None:
