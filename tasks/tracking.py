@@ -66,6 +66,12 @@ def _is_local(uri: str) -> bool:
     return uri.split(":", 1)[0] in ("sqlite", "file", "postgresql", "mysql") or "://" not in uri
 
 
+# MLflow 3's UI opens an experiment of this kind on its training-runs table, not on the GenAI
+# overview ("Traces 0") it shows for an experiment of unknown kind.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
+
 def ensure_experiment(name: str | None = None) -> str:
     """The id of experiment ``name`` (default ``$BRIVL_MLFLOW_EXPERIMENT`` or ``brivl``)."""
     mlflow = _mlflow()
@@ -73,12 +79,15 @@ def ensure_experiment(name: str | None = None) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if exp.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     location = None
     if _is_local(tracking_uri()) and os.environ.get("MLFLOW_ARTIFACTS_DESTINATION"):
         location = Path(os.environ["MLFLOW_ARTIFACTS_DESTINATION"]).resolve().as_uri()
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(name, artifact_location=location,
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
     except mlflow.exceptions.MlflowException:  # created meanwhile by another process
         return client.get_experiment_by_name(name).experiment_id
 

@@ -80,3 +80,17 @@ def test_failed_pipeline_run_is_marked_failed() -> None:
     except RuntimeError:
         pass
     assert mlflow.MlflowClient().get_run(run.info.run_id).info.status == "FAILED"
+
+
+def test_the_experiment_declares_itself_a_model_training_experiment() -> None:
+    """MLflow 3's UI opens such an experiment on its runs table, not the GenAI overview;
+    an experiment made before (without the tag) gets it on the next run."""
+    client = mlflow.MlflowClient()
+    new = client.get_experiment(tracking.ensure_experiment("kind-new"))
+    assert new.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    old_id = client.create_experiment("kind-old")
+    assert tracking.EXPERIMENT_KIND_TAG not in client.get_experiment(old_id).tags
+    assert tracking.ensure_experiment("kind-old") == old_id
+    assert client.get_experiment(old_id).tags[tracking.EXPERIMENT_KIND_TAG] == (
+        "custom_model_development"
+    )
