@@ -247,15 +247,13 @@ def _scan_shard(path: str, shard: int, config: dict, work_dir: str,
                     rejects[name].append(value)
                 continue
             caption, caption_key = result
-            boxes = faces.find(image, width, height)
-            if boxes and cfg.face_policy == "drop":
+            boxes, stored, detail = faces.apply(image, width, height)
+            if detail is not None:  # dropped for its faces, or it could not be searched
                 by_rule["face"] += 1
-                detail = f"{len(boxes)} face(s) at {boxes_json(boxes)}"
                 for name, value in zip(REJECTED_SCHEMA.names,
                                        (ident, key, url, "face", detail, source, index), strict=True):
                     rejects[name].append(value)
                 continue
-            stored = faces.blur(image, boxes)
             digest = hashlib.sha256(image).digest()
             keep[i] = True
             for name, value in zip(_COMPUTED, (
@@ -294,6 +292,21 @@ class _FaceStep:
         self.counts = dict.fromkeys(FACE_COUNTS, 0)
         self._blurred = False
 
+    def apply(self, image: bytes, width: int, height: int
+              ) -> tuple[list, bytes, str | None]:
+        """``(boxes, bytes to store, None)``, or a reject detail: faces under the "drop"
+        policy, or an image the detector or the blur could not process (it is not kept
+        unchecked)."""
+        try:
+            boxes = self.find(image, width, height)
+            if boxes and self.policy == "drop":
+                self.counts["dropped"] += 1
+                return boxes, image, f"{len(boxes)} face(s) at {boxes_json(boxes)}"
+            return boxes, self.blur(image, boxes), None
+        except Exception as exc:  # noqa: BLE001 - a bad image is a row, not a failed run
+            self.counts["unsearchable"] += 1
+            return [], image, f"could not be searched for faces: {type(exc).__name__}: {exc}"
+
     def find(self, image: bytes, width: int, height: int) -> list:
         if self.detector is None:
             return []
@@ -302,15 +315,16 @@ class _FaceStep:
         if boxes:
             self.counts["images_with_faces"] += 1
             self.counts["faces"] += len(boxes)
-            self.counts["dropped" if self.policy == "drop" else "blurred"] += 1
         return boxes
 
     def blur(self, image: bytes, boxes: list) -> bytes:
         """The bytes to store: ``image`` itself, or a copy with the boxes blurred."""
         if not boxes or self.policy != "blur":
             return image
+        blurred = blur_boxes(image, boxes, self.quality)
         self._blurred = True
-        return blur_boxes(image, boxes, self.quality)
+        self.counts["blurred"] += 1
+        return blurred
 
     def count(self, boxes: list) -> int | None:
         return None if self.detector is None else len(boxes)
@@ -325,7 +339,7 @@ class _FaceStep:
 
 
 # what the face rule counted: images searched, those with faces, faces, and per policy
-FACE_COUNTS = ("searched", "images_with_faces", "faces", "blurred", "dropped")
+FACE_COUNTS = ("searched", "images_with_faces", "faces", "blurred", "dropped", "unsearchable")
 # kept columns computed per row, and those copied from the input batch as they are
 _COMPUTED = ("candidate_id", "caption", "width", "height", "sha256", "source_sha256",
              "face_count", "face_boxes", "jpg", "_row")

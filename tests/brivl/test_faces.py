@@ -133,7 +133,7 @@ def test_face_policies_in_the_filter_and_the_shard_rows(tmp_path: Path, policy: 
         assert [kept[k]["face_count"] for k in ("china", "flower")] == [0, 0]
         assert kept["china"]["jpg"] == photo("china.jpg")  # no face: the bytes as downloaded
         assert report["faces"] == {"policy": "blur", "searched": 3, "images_with_faces": 1,
-                                   "faces": 1, "blurred": 1, "dropped": 0}
+                                   "faces": 1, "blurred": 1, "dropped": 0, "unsearchable": 0}
         write_shards(tmp_path / "out", tmp_path / "shards", {"val_fraction": 0})
         rows = {r["key"]: r for r in read_shard_table(tmp_path / "shards", "train").to_pylist()}
         assert rows["grace_hopper"]["face_count"] == 1
