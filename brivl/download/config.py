@@ -64,6 +64,16 @@ class DownloadConfig:
     """Hash of the downloaded bytes stored per row (``md5``, ``sha256``, ``sha512``)."""
     sniff_images: bool = True
     """Inspect image headers to tell not-an-image, truncated and bomb apart."""
+    per_host_concurrency: int = bounded(8, min=1, max=1024)
+    """Most requests to one host at a time, all processes together (each process gets
+    ``max(1, per_host_concurrency // processes_count)``; with the ray distributor, each Ray
+    worker gets it all)."""
+    per_host_rate: float = bounded(0.0, min=0, max=100_000)
+    """Most request starts per second to one host, all processes together; 0: no cap."""
+    backoff_retries: int = bounded(3, min=0, max=20)
+    """Retries of a 429 or 503 answer, after the wait its ``Retry-After`` asks for."""
+    backoff_max_s: float = bounded(30.0, min=0, max=3600)
+    """Longest back-off made; a ``Retry-After`` asking for more fails the image (http_429)."""
 
     def __post_init__(self) -> None:
         for name in ("disallowed_header_directives", "allow_cidrs"):

@@ -10,6 +10,8 @@ img2dataset fetches with ``urllib`` and decodes with OpenCV. :class:`GuardedDown
   go to the address the guard checked (:class:`PinnedHTTPConnection`: http.client never
   resolves a name itself, so DNS rebinding cannot switch it); it bounds each body's total
   transfer time and size, and ignores environment proxies;
+- per-host politeness (:mod:`brivl.download.politeness`): concurrency and rate caps, 429/503
+  back-off honouring ``Retry-After``, per-host stats written per process;
 - an image sniffer in front of the resizer that reads only the image header: bodies that
   are no image, images whose header declares more than ``max_image_pixels`` pixels
   (decompression bombs) and images that fail to decode after a good header (truncated)
@@ -37,6 +39,7 @@ import urllib.request
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from img2dataset.downloader import Downloader
@@ -47,6 +50,7 @@ from brivl.crawl.forward import PortForward
 from brivl.crawl.guard import AddressGuard, BlockedURL
 from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache, RobotsFile
 from brivl.download import reasons
+from brivl.download.politeness import HostStats, Politeness, PoliteOpener
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ class GuardSettings:
     max_image_bytes: int = 50_000_000
     forwards: tuple[PortForward, ...] = ()
     """The parent's port forwards (:mod:`brivl.crawl.forward`): workers do not share its memory."""
+    politeness: Politeness = field(default_factory=Politeness)
+    """Per-host caps and back-off of each worker process (:mod:`brivl.download.politeness`)."""
+    stats_dir: str = ""
+    """Where each worker process writes its per-host stats (``.hoststats-<pid>.json``,
+    hidden: not a data file); "" for none."""
 
 
 def _refusal(reason: str, detail: str) -> urllib.error.URLError:
@@ -218,15 +227,26 @@ class LimitedResponse:
         self._response.close()
 
 
+HOST_STATS_PREFIX = ".hoststats-"
 _installed: dict[int, GuardSettings] = {}
+_stats: dict[int, HostStats] = {}  # per process: what its polite opener saw, per host
 
 
 def install_opener(settings: GuardSettings) -> None:
-    """Make ``urllib.request.urlopen`` in this process use the guard (once per settings)."""
+    """Make ``urllib.request.urlopen`` in this process use the guard and the per-host
+    politeness (once per settings)."""
     if _installed.get(os.getpid()) == settings:
         return
-    urllib.request.install_opener(build_guarded_opener(settings))
+    stats = _stats.setdefault(os.getpid(), HostStats())
+    urllib.request.install_opener(
+        PoliteOpener(build_guarded_opener(settings), settings.politeness, stats))
     _installed[os.getpid()] = settings
+
+
+def write_host_stats(settings: GuardSettings) -> None:
+    """This process's per-host stats into ``settings.stats_dir`` (when set)."""
+    if settings.stats_dir and os.getpid() in _stats:
+        _stats[os.getpid()].write(Path(settings.stats_dir) / f"{HOST_STATS_PREFIX}{os.getpid()}.json")
 
 
 class SniffingResizer:
@@ -285,7 +305,10 @@ class GuardedDownloader(Downloader):
 
     def __call__(self, row: Any) -> Any:
         install_opener(self.guard_settings)
-        return super().__call__(row)
+        try:
+            return super().__call__(row)
+        finally:
+            write_host_stats(self.guard_settings)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,8 @@ from brivl.crawl.guard import AddressGuard
 from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache
 from brivl.download import reasons
 from brivl.download.config import DownloadConfig
-from brivl.download.guarded import GuardSettings, guarded_img2dataset
+from brivl.download.guarded import HOST_STATS_PREFIX, GuardSettings, guarded_img2dataset
+from brivl.download.politeness import Politeness, merge_stats
 from brivl.fingerprint import stable_hash
 from brivl.parquet_input import BadFile, bad_files_rows
 
@@ -319,6 +320,8 @@ def run_download(
     table = cand.read_candidates(candidates_dir, bad_files=bad_files)
     to_download, rejected, robots_seen = precheck(table, config)
     prepare_shards(out_dir, to_download)
+    for stale in out_dir.glob(f"{HOST_STATS_PREFIX}*.json"):  # per-host stats: this run's
+        stale.unlink()
     if on_plan:
         on_plan(-(-to_download.num_rows // config.number_sample_per_shard))
     if to_download.num_rows:
@@ -334,6 +337,8 @@ def run_download(
             timeout_s=config.timeout_s,
             max_image_bytes=config.max_image_bytes,
             forwards=active_forwards(),  # the demo web's live port, if it is not the canonical one
+            politeness=politeness_of(config),
+            stats_dir=str(out_dir),
         )
         run_img2dataset(input_file, out_dir, config, settings, on_shard)
         downloaded, failed, stats = collect_results(out_dir, to_download)
@@ -366,5 +371,14 @@ def run_download(
             "rejected_by_reason": dict(by_reason),
             "transient_rejections": transient,
             "bad_input_files": bad_files_rows(bad_files),
+            "hosts": merge_stats(out_dir.glob(f"{HOST_STATS_PREFIX}*.json")),
         },
     )
+
+
+def politeness_of(config: DownloadConfig) -> Politeness:
+    """Each worker process's share of the per-host caps."""
+    processes = config.processes_count if config.distributor == "multiprocessing" else 1
+    return Politeness(concurrency=max(1, config.per_host_concurrency // processes),
+                      rate=config.per_host_rate / processes, retries=config.backoff_retries,
+                      max_wait_s=config.backoff_max_s)

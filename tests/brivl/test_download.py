@@ -128,6 +128,12 @@ def test_manifest_carries_img2dataset_stats(demo_run):
         "rejected/part-00000.parquet",
     ]
     assert not (demo_run["out"] / INPUT_FILE).exists() and not (demo_run["out"] / "_tmp").exists()
+    (host,) = body["extra"]["hosts"].values()  # per-host stats of the image requests
+    faults = demo_run["site"].fault_counts()
+    assert host["requests"] >= body["row_counts"]["attempted"]
+    assert host["status"]["404"] == faults["http_404"] and host["status"]["500"] == faults["http_500"]
+    assert host["status"]["200"] >= totals["successes"] and host["retries"] == 0
+    assert 0 < host["success_rate"] < 1 and host["latency_ms"]["p95"] >= host["latency_ms"]["p50"]
 
 
 def test_reason_of_messages():

@@ -149,7 +149,8 @@ EXPECTED_REASONS = {
 
 def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_path) -> None:
     """Accounting across the whole data flow: download reasons and filter rules included, with
-    faces dropped and the eval sets (plus two planted copies of crawled images) decontaminated."""
+    per-host caps on, faces dropped and the eval sets (plus two planted copies of crawled
+    images) decontaminated."""
     import json
     from urllib.parse import urlparse
 
@@ -167,7 +168,8 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
                              "caption": ["planted one", "planted two"]}), tmp_path / "planted.parquet")
     eval_sets = {**{k: str(v) for k, v in resolve_sets(eval_dir).items()},
                  "planted": str(tmp_path / "planted.parquet")}
-    data = data_flow(server.seed_urls, CONFIG["crawl"], CONFIG["download"],
+    polite = {**CONFIG["download"], "per_host_concurrency": 4, "per_host_rate": 200.0}
+    data = data_flow(server.seed_urls, CONFIG["crawl"], polite,
                      {"face_policy": "drop"}, {}, eval_sets=eval_sets)
 
     def table(folder: str, columns: list[str]) -> list[dict]:
@@ -202,6 +204,9 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
     for rule in ("face", "eval_overlap"):  # every policy reason, with its count
         assert report["by_rule"][rule] == list(outcome.values()).count(rule), rule
     assert report["faces"]["policy"] == "drop" and report["faces"]["searched"] > 0
+    download = read_manifest(data["download_dir"])
+    (host,) = download["extra"]["hosts"].values()  # the per-host caps were on: their stats
+    assert host["requests"] >= download["row_counts"]["attempted"] > 0
     for kind in ("duplicate", "near_duplicate"):
         groups: dict[str, list[str]] = {}
         for truth in candidates.values():
