@@ -67,16 +67,16 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "eval": {},
     "baselines": {"step0": True, "frozen_towers": True},  # evaluated beside the trained model
     "index": {},
-    # CPU-sized (~25 s on 2 cores): L1 + VQ losses only (the perceptual features cost 3x per
+    # CPU-sized (~15 s on 2 cores): L1 + VQ losses only (the perceptual features cost 3x per
     # step); raise steps and channels on a GPU
-    "generator": {"steps": 200, "lr": 0.01, "perceptual_weight": 0.0},
+    "generator": {"steps": 120, "lr": 0.01, "perceptual_weight": 0.0},
     # each step backpropagates 1 + n_views images through the image tower (~4 s a prompt and
     # algorithm on 2 cores). Algorithm 1 paints flat-coloured ellipses on white (the "shapes"
     # parameterisation): on this small model, Fourier pixels turn into texture, shapes show
     # the prompt's colour and rough extent.
-    "grid": {"visualize": {"param": "shapes", "steps": 64, "tv_weight": 0.0,
+    "grid": {"visualize": {"param": "shapes", "steps": 56, "tv_weight": 0.0,
                            "augment": {"n_views": 2}},
-             "generate": {"steps": 64, "augment": {"n_views": 2}}},
+             "generate": {"steps": 40, "augment": {"n_views": 2}}},
     "prompts": DEFAULT_PROMPTS,
     "model_name": "brivl",
     "primary_metric": DEFAULT_PRIMARY_METRIC,
