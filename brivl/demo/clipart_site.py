@@ -41,6 +41,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from brivl.colours import jpeg_colour_names
 from brivl.demo.clipart_pages import (
     SITE_NAME,
     Listing,
@@ -49,7 +50,6 @@ from brivl.demo.clipart_pages import (
     home_html,
     listing_html,
 )
-from brivl.colours import jpeg_colour_names
 from brivl.demo.holdout import Holdout, HoldoutConfig, split_holdout
 from brivl.demo.openclipart import PNG_ROOT, ClipArt, cache_dir, load_catalogue, to_jpeg
 from brivl.demo.site import (

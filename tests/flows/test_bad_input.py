@@ -98,11 +98,12 @@ def test_a_bad_stage_setting_fails_before_any_stage_runs(capsys, tmp_path: Path)
         ({"eval_sets": str(tmp_path / "no-evals")}, "no-evals: no such file or directory"),
         ({"trian": {}}, "unknown pipeline config section 'trian'; accepted: ["),
     ]:
+        crawls = project_home() / "data" / "crawl"
+        before = sorted(crawls.iterdir()) if crawls.exists() else []  # other tests' crawls
         overrides.write_text(json.dumps(bad))
         code, err = _run(capsys, "pipeline", "--seed", UNREACHABLE, "--config", str(overrides))
         assert code == 2 and message in _one_line(err), (bad, err)
-    assert not (project_home() / "data" / "crawl").exists() or not any(
-        (project_home() / "data" / "crawl").iterdir())
+        assert (sorted(crawls.iterdir()) if crawls.exists() else []) == before, bad  # no crawl
 
 
 def test_the_pipeline_flow_checks_every_section_before_the_crawl(tmp_path: Path):

@@ -183,5 +183,7 @@ def test_cli_arguments_become_a_validated_stage_config() -> None:
     config = command.build_config(args)
     assert config["steps"] == 7 and config["workers"] == 2 and config["warmup_steps"] == 3
     assert config["model_overrides"] == {"queue_size": 64} and config["augment"]["hue"] == 0
-    with pytest.raises(SystemExit, match="unknown TrainConfig field"):
+    from brivl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train: unknown key\(s\) \['nope'\]"):
         command.run(parser.parse_args(["--shards", "x", "--set", "nope=1"]))

@@ -8,6 +8,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from brivl.errors import CheckpointError
 from brivl.model import is_checkpoint, load_checkpoint, load_checkpoint_extras, save_checkpoint
 
 
@@ -89,5 +90,5 @@ def test_incomplete_checkpoint_is_refused(tiny, tmp_path):
     path = save_checkpoint(tiny(), tmp_path / "ckpt")
     (path / "checkpoint.json").unlink()  # as if killed before the last write
     assert not is_checkpoint(path)
-    with pytest.raises(FileNotFoundError, match="not a complete BriVL checkpoint"):
+    with pytest.raises(CheckpointError, match="not a complete BriVL checkpoint"):
         load_checkpoint(path)
