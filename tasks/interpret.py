@@ -137,10 +137,6 @@ def prompt_grid_task(
 
     def produce(run: StageRun) -> StageOutput:
         summary = _render(checkpoint_dir, generator_dir, run.config, run.out_dir)
-        from brivl.interpret.grid import grid_rows
-
-        print_table("Prompt grid: similarity to the prompt, rank among prompts, colours shown",
-                    grid_rows(summary))
         return StageOutput({"prompts": len(summary["results"]),
                             "methods": len(summary["methods"])},
                            {"checkpoint": str(checkpoint_dir), "generator": generator_dir})

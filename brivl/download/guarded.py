@@ -71,8 +71,9 @@ class GuardSettings:
     politeness: Politeness = field(default_factory=Politeness)
     """Per-host caps and back-off of each worker process (:mod:`brivl.download.politeness`)."""
     stats_dir: str = ""
-    """Where each worker process writes its per-host stats (``.hoststats-<pid>.json``,
-    hidden: not a data file); "" for none."""
+    """Where each worker process writes its per-host stats (``.hoststats-<pid>.stats``, JSON;
+    hidden, and not named ``*.json``: img2dataset's logger reads every ``*.json`` in its output
+    folder as a shard's stats); "" for none."""
 
 
 def _refusal(reason: str, detail: str) -> urllib.error.URLError:
@@ -228,6 +229,7 @@ class LimitedResponse:
 
 
 HOST_STATS_PREFIX = ".hoststats-"
+HOST_STATS_GLOB = f"{HOST_STATS_PREFIX}*.stats"
 _installed: dict[int, GuardSettings] = {}
 _stats: dict[int, HostStats] = {}  # per process: what its polite opener saw, per host
 
@@ -246,7 +248,7 @@ def install_opener(settings: GuardSettings) -> None:
 def write_host_stats(settings: GuardSettings) -> None:
     """This process's per-host stats into ``settings.stats_dir`` (when set)."""
     if settings.stats_dir and os.getpid() in _stats:
-        _stats[os.getpid()].write(Path(settings.stats_dir) / f"{HOST_STATS_PREFIX}{os.getpid()}.json")
+        _stats[os.getpid()].write(Path(settings.stats_dir) / f"{HOST_STATS_PREFIX}{os.getpid()}.stats")
 
 
 class SniffingResizer:

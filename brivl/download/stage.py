@@ -40,7 +40,7 @@ from brivl.crawl.guard import AddressGuard
 from brivl.crawl.robots import ALLOWED, UNAVAILABLE, RobotsCache
 from brivl.download import reasons
 from brivl.download.config import DownloadConfig
-from brivl.download.guarded import HOST_STATS_PREFIX, GuardSettings, guarded_img2dataset
+from brivl.download.guarded import HOST_STATS_GLOB, GuardSettings, guarded_img2dataset
 from brivl.download.politeness import Politeness, merge_stats
 from brivl.fingerprint import stable_hash
 from brivl.parquet_input import BadFile, bad_files_rows
@@ -320,7 +320,7 @@ def run_download(
     table = cand.read_candidates(candidates_dir, bad_files=bad_files)
     to_download, rejected, robots_seen = precheck(table, config)
     prepare_shards(out_dir, to_download)
-    for stale in out_dir.glob(f"{HOST_STATS_PREFIX}*.json"):  # per-host stats: this run's
+    for stale in out_dir.glob(HOST_STATS_GLOB):  # per-host stats: this run's
         stale.unlink()
     if on_plan:
         on_plan(-(-to_download.num_rows // config.number_sample_per_shard))
@@ -371,7 +371,7 @@ def run_download(
             "rejected_by_reason": dict(by_reason),
             "transient_rejections": transient,
             "bad_input_files": bad_files_rows(bad_files),
-            "hosts": merge_stats(out_dir.glob(f"{HOST_STATS_PREFIX}*.json")),
+            "hosts": merge_stats(out_dir.glob(HOST_STATS_GLOB)),
         },
     )
 

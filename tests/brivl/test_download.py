@@ -129,6 +129,10 @@ def test_manifest_carries_img2dataset_stats(demo_run):
     ]
     assert not (demo_run["out"] / INPUT_FILE).exists() and not (demo_run["out"] / "_tmp").exists()
     (host,) = body["extra"]["hosts"].values()  # per-host stats of the image requests
+    # img2dataset's logger reads every *.json in its output folder as "<shard>_stats.json":
+    # the per-host stats files must not be among them (one was, and crashed that logger)
+    names = {f.name for f in demo_run["out"].glob("*.json")} - {manifest.MANIFEST_NAME}
+    assert names and all(name.split("_")[0].isdigit() for name in names), names
     faults = demo_run["site"].fault_counts()
     assert host["requests"] >= body["row_counts"]["attempted"]
     assert host["status"]["404"] == faults["http_404"] and host["status"]["500"] == faults["http_500"]
