@@ -23,6 +23,8 @@ _HUES = ((15, "red"), (40, "orange"), (70, "yellow"), (170, "green"), (255, "blu
 BACKGROUND_MIN = 235  # a pixel with every channel at or above this is background
 THUMB_SIDE = 96
 LIGHT_GREY = 0.75  # an unsaturated pixel lighter than this is background
+GREY_SATURATION = 0.2  # below this saturation a pixel is black, grey or background
+BLACK_VALUE = 0.3  # below this value a pixel is black
 
 
 def colour_names(image: Image.Image, min_share: float = 0.2, limit: int = 2) -> tuple[str, ...]:
@@ -34,7 +36,7 @@ def colour_names(image: Image.Image, min_share: float = 0.2, limit: int = 2) -> 
     rgb = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.float32) / 255
     pixels = rgb.reshape(-1, 3)
     hsv = _hsv(pixels[(pixels < BACKGROUND_MIN / 255).any(axis=1)])
-    drawn = hsv[(hsv[:, 1] >= 0.2) | (hsv[:, 2] < LIGHT_GREY)]
+    drawn = hsv[(hsv[:, 1] >= GREY_SATURATION) | (hsv[:, 2] < LIGHT_GREY)]
     if len(drawn) == 0:
         return ()
     counts = Counter(dict(zip(*np.unique(_names(drawn), return_counts=True), strict=True)))
@@ -74,7 +76,8 @@ def _names(hsv: np.ndarray) -> np.ndarray:
         np.searchsorted(bounds, hue, side="right").clip(max=len(bounds) - 1)
     ]
     return np.select(
-        [value < 0.3, saturation < 0.2, (15 <= hue) & (hue < 45) & (value < 0.6)],
+        [value < BLACK_VALUE, saturation < GREY_SATURATION,
+         (15 <= hue) & (hue < 45) & (value < 0.6)],
         ["black", "grey", "brown"],
         chromatic,
     )
