@@ -6,10 +6,8 @@ new version of ``model_name`` with lineage tags, then gates it: the new version 
 alias ``champion`` when its primary metric is >= the current champion's (or there is no
 champion), else ``challenger``. The decision is a version tag, run tags and a JSON artifact.
 
-``resolve_mlflow_uri`` turns ``models:/brivl@champion``, ``models:/brivl/3`` or
-``runs:/<id>/model`` into a local checkpoint directory; it is registered as the
-``brivl.uri_resolvers`` entry point for ``models`` and ``runs``, so
-``brivl.inference.load("models:/brivl@champion")`` works without brivl importing MLflow.
+The gate's decision is :func:`brivl.evaluate.gate.gate` (a pure function); turning a
+``models:/`` URI back into a checkpoint is ``tasks/model_uri.py``.
 """
 
 from __future__ import annotations
@@ -17,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import shutil
 import subprocess
 import tempfile
@@ -29,15 +26,14 @@ from typing import Any
 import mlflow
 from prefect import task
 
-from brivl.env import project_home
+from brivl.evaluate.gate import CHAMPION, gate
 from brivl.fingerprint import file_sha256, stable_hash
 from tasks import tracking
+from tasks.pyfunc_model import CHECKPOINT_ARTIFACT
 from tasks.stage import Stage, StageOutput, StageRun
 
 MODEL_NAME = "brivl"
 DEFAULT_PRIMARY_METRIC = "retrieval/mean_recall"  # mean of R@1/5/10 both ways
-CHAMPION, CHALLENGER = "champion", "challenger"
-CHECKPOINT_ARTIFACT = "checkpoint"  # the pyfunc's artifact key (tasks/pyfunc_model.py)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 TAG = "brivl."  # prefix of every tag this module writes
 # what the pyfunc needs at load time; other checkpoint files (optimizer state) stay out
@@ -171,21 +167,6 @@ def _version_metric(client: Any, version: Any, metric: str) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def gate(
-    new_value: float | None, champion_value: float | None, has_champion: bool
-) -> tuple[str, str]:
-    """(alias, reason): ``champion`` when new >= champion's (or none), else ``challenger``."""
-    if new_value is None or not math.isfinite(new_value):
-        return CHALLENGER, "the new model has no finite value for the primary metric"
-    if not has_champion:
-        return CHAMPION, "there was no champion"
-    if champion_value is None:
-        return CHALLENGER, "the champion has no value for the primary metric; not comparable"
-    if new_value >= champion_value:
-        return CHAMPION, f"{new_value:.6g} >= champion's {champion_value:.6g}"
-    return CHALLENGER, f"{new_value:.6g} < champion's {champion_value:.6g}"
-
-
 def register_model(
     checkpoint_dir: str | Path,
     metrics: dict[str, float],
@@ -284,74 +265,6 @@ def find_version(checkpoint_id: str, model_name: str = MODEL_NAME) -> Any | None
     return max(found, key=lambda v: int(v.version)) if found else None
 
 
-# -- URI resolution (entry point of brivl.inference) -------------------------------------------
-def _canonical(uri: str) -> tuple[str, str]:
-    """(download URI, cache identity) for a ``models:/`` or ``runs:/`` URI."""
-    client = mlflow.MlflowClient()
-    if uri.startswith("models:/"):
-        rest = uri[len("models:/") :].strip("/")
-        if "@" in rest:
-            name, alias = rest.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        elif "/" in rest:
-            name, version = rest.split("/", 1)
-            mv = client.get_model_version(name, version) if version.isdigit() else None
-            if mv is None:
-                return uri, stable_hash(uri)
-        else:  # a logged-model id (models:/m-...)
-            return uri, stable_hash(uri)
-        canon = f"models:/{mv.name}/{mv.version}"
-        return canon, stable_hash([canon, mv.run_id, mv.creation_timestamp, mv.source])
-    if uri.startswith("runs:/"):
-        return uri, stable_hash(uri)
-    raise ValueError(
-        f"{uri!r}: not an MLflow model URI; accepted: models:/NAME@ALIAS, "
-        "models:/NAME/VERSION, models:/MODEL_ID, runs:/RUN_ID/PATH"
-    )
-
-
-def _find_checkpoint(local: Path) -> Path:
-    from brivl.model import is_checkpoint
-
-    if is_checkpoint(local):
-        return local
-    mlmodel = local / "MLmodel"
-    if mlmodel.is_file():
-        import yaml
-
-        flavors = yaml.safe_load(mlmodel.read_text()).get("flavors", {})
-        artifacts = flavors.get("python_function", {}).get("artifacts", {}) or {}
-        rel = (artifacts.get(CHECKPOINT_ARTIFACT) or {}).get("path")
-        if rel and is_checkpoint(local / rel):
-            return local / rel
-    found = [p.parent for p in local.rglob("checkpoint.json") if is_checkpoint(p.parent)]
-    if len(found) == 1:
-        return found[0]
-    raise FileNotFoundError(f"{local}: no BriVL checkpoint inside the downloaded model")
-
-
-def resolve_mlflow_uri(uri: str) -> str:
-    """A local checkpoint directory for an MLflow model URI (downloaded once, then cached
-    under ``$BRIVL_HOME/model_cache`` by the resolved version)."""
-    tracking._mlflow()
-    download_uri, identity = _canonical(uri)
-    cache = project_home() / "model_cache" / identity[:24]
-    if cache.is_dir():
-        return str(_find_checkpoint(cache))
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".dl-", dir=cache.parent))
-    try:
-        mlflow.artifacts.download_artifacts(artifact_uri=download_uri, dst_path=str(tmp))
-        _find_checkpoint(tmp)
-        os.replace(tmp, cache)
-    except OSError:
-        if not cache.is_dir():  # not a lost race with another process
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return str(_find_checkpoint(cache))
-
-
 # -- the Prefect task -------------------------------------------------------------------------
 REGISTRATION_FILE = "registration.json"
 
@@ -376,7 +289,7 @@ def _report(run: Any, params: dict[str, Any]) -> None:
     mlflow.set_tags({f"{TAG}model_version": result["version"], f"{TAG}model_uri": result["model_uri"]})
 
 
-REGISTER = Stage("register", ("tasks.register", "tasks.pyfunc_model"), _normalise, _inputs,
+REGISTER = Stage("register", ("tasks.register", "tasks.pyfunc_model", "brivl.evaluate.gate"), _normalise, _inputs,
                  report=_report)
 
 

@@ -5,7 +5,7 @@ image, caption, ...) plus ``_manifest.json``. :class:`ShardBatches` is the plain
 path (tests, CPU demos): it keeps the split in memory, gives each worker its own slice of a
 seeded per-epoch permutation, and can start at any batch number without decoding the
 batches it skips — which is what makes resume exact. Ray Data is the scalable path (see
-``tasks/pretrain.py``); both decode with :func:`brivl.train.augment.decode_augment_batch`.
+``tasks/pretrain_ray.py``); both decode with :func:`brivl.train.augment.decode_augment_batch`.
 """
 
 from __future__ import annotations

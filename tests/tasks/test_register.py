@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from brivl.evaluate.gate import gate
 from brivl.inference import load
 from tasks import register
 
@@ -45,11 +46,11 @@ def _png(colour: tuple[int, int, int]) -> bytes:
 
 
 def test_gate_function() -> None:
-    assert register.gate(0.5, None, has_champion=False)[0] == "champion"
-    assert register.gate(0.5, 0.5, has_champion=True)[0] == "champion"  # ties promote (>=)
-    assert register.gate(0.4, 0.5, has_champion=True) == ("challenger", "0.4 < champion's 0.5")
-    assert register.gate(float("nan"), 0.1, has_champion=True)[0] == "challenger"
-    assert register.gate(0.9, None, has_champion=True)[0] == "challenger"  # not comparable
+    assert gate(0.5, None, has_champion=False)[0] == "champion"
+    assert gate(0.5, 0.5, has_champion=True)[0] == "champion"  # ties promote (>=)
+    assert gate(0.4, 0.5, has_champion=True) == ("challenger", "0.4 < champion's 0.5")
+    assert gate(float("nan"), 0.1, has_champion=True)[0] == "challenger"
+    assert gate(0.9, None, has_champion=True)[0] == "challenger"  # not comparable
 
 
 def test_champion_gate_both_ways(checkpoints: list[Path]) -> None:

@@ -174,7 +174,8 @@ def test_failed_shards_are_retried_on_the_cluster(cluster: Cluster, tmp_path: Pa
 def killed_run(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """Two Ray Train workers on the cluster; one SIGKILLed once a checkpoint exists."""
     from brivl.train import latest_checkpoint
-    from tasks.pretrain import WORKERS_LOG, pretrain
+    from tasks.pretrain import pretrain
+    from tasks.pretrain_ray import WORKERS_LOG
 
     root = tmp_path_factory.mktemp("raytrain")
     shards = make_toy_shards(root / "shards", n_train=128, n_val=16, side=40)  # 16 steps/epoch
