@@ -35,7 +35,11 @@ DEDUP_RULES = (
     "duplicate_url",  # the same image URL as a kept row
     "caption_cap",  # max_identical_captions kept rows already carry this caption
 )
-RULES = ROW_RULES + DEDUP_RULES
+# ...then, when a model is configured, over the dedup survivors (brivl.filter.model_score):
+MODEL_RULES = (
+    "model_score",  # image-caption cosine under the threshold or outside the top fraction
+)
+RULES = ROW_RULES + DEDUP_RULES + MODEL_RULES
 
 FALLBACK_BLOCKLIST = ("blockword",)
 DEFAULT_SPAM_PATTERNS = (
@@ -96,6 +100,11 @@ class FilterConfig:
     face_min_size: int = bounded(24, min=20, max=4096)  # smallest face, in grey-copy pixels
     face_min_neighbors: int = bounded(3, min=1, max=100)  # hits a face needs (more: surer)
     face_blur_quality: int = bounded(95, min=1, max=100)  # JPEG quality of a blurred image
+    model_score: str = ""  # "": off; a checkpoint dir, models:/brivl@champion, or a model
+    #   config name (e.g. brivl-lite) at step 0 - random projections: its scores mean little
+    model_score_threshold: float | None = bounded(None, min=-1, max=1)  # keep score >= this
+    model_score_top_fraction: float | None = bounded(None, gt=0, max=1)  # or keep the best share
+    model_score_batch: int = bounded(64, min=1, max=4096)  # pairs per encoder call
 
     def __post_init__(self) -> None:
         self.blocklist = sorted({str(w).strip().lower() for w in self.blocklist if str(w).strip()})
@@ -117,6 +126,11 @@ class FilterConfig:
         for name in ("spam_min_unique_ratio", "spam_max_token_share", "spam_max_symbol_ratio"):
             if not 0 <= float(getattr(self, name)) <= 1:
                 problems.append(f"{name} must be in [0, 1]")
+        chosen = [n for n in ("model_score_threshold", "model_score_top_fraction")
+                  if getattr(self, n) is not None]
+        if self.model_score and len(chosen) != 1:
+            problems.append("model_score needs exactly one of model_score_threshold and "
+                            f"model_score_top_fraction (got {chosen or 'neither'})")
         if problems:
             raise ValueError("bad FilterConfig: " + "; ".join(problems))
 

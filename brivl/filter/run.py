@@ -5,7 +5,9 @@
    features stay in memory and their 32x32 thumbnails go to a raw scratch file. Shards are
    independent, so this runs in ``workers`` processes.
 2. **dedup** the survivors of all shards, visited sorted by (candidate id, source file, row):
-   the first of a group of copies is kept whatever order the shards were scanned in.
+   the first of a group of copies is kept whatever order the shards were scanned in. With
+   ``model_score`` set, the dedup survivors are then scored with that model
+   (:mod:`brivl.filter.model_score`) and cut by threshold or top fraction.
 3. **write** per input shard, streaming its scratch file, ``kept/part-NNNNN.parquet`` and
    ``rejected/part-NNNNN.parquet`` (every rejected row with the first rule it failed and
    why), then ``filter_report.json``.
@@ -35,6 +37,7 @@ import pyarrow.parquet as pq
 
 from brivl.crawl.candidates import SOURCE_COLUMNS
 from brivl.errors import SchemaError
+from brivl.filter import model_score as scoring
 from brivl.filter import text as textrules
 from brivl.filter.config import RULES, FilterConfig
 from brivl.filter.decontam import EvalImages, EvalOverlap
@@ -80,6 +83,7 @@ KEPT_SCHEMA = pa.schema(
         ("licence", pa.string()),  # what the page declared (brivl.crawl.licence), as crawled
         ("licence_source", pa.string()),
         ("copyright", pa.string()),
+        ("brivl_score", pa.float32()),  # image-caption cosine under filter.model_score (or null)
     ]
 )
 REJECTED_SCHEMA = pa.schema(
@@ -419,10 +423,12 @@ def dedup(scans: list[dict], cfg: FilterConfig, work: Path, eval_images: EvalIma
 
 
 # --- 3. write --------------------------------------------------------------------------------
-def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path) -> dict[str, int]:
+def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path,
+                  scores: np.ndarray | None = None) -> dict[str, int]:
     """Write one input shard's kept and rejected parts; return per-rule dedup counts.
 
-    The scratch file of survivors is streamed one row group at a time (bounded memory)."""
+    The scratch file of survivors is streamed one row group at a time (bounded memory);
+    ``scores`` (one per survivor) fill the ``brivl_score`` column."""
     shard = scan["shard"]
     scratch = pq.ParquetFile(work / f"pass-{shard:05d}.parquet")
     rejected_mask = np.zeros(scratch.metadata.num_rows, dtype=bool)
@@ -437,8 +443,12 @@ def write_outputs(scan: dict, verdicts: dict[int, tuple], work: Path, out: Path)
         pending, offset = [], 0
         for batch in scratch.iter_batches(ROW_GROUP_ROWS, use_threads=False):
             drop = rejected_mask[offset:offset + batch.num_rows]
-            offset += batch.num_rows
             table = pa.Table.from_batches([batch])
+            if scores is not None:
+                column = table.schema.get_field_index("brivl_score")
+                table = table.set_column(column, "brivl_score", pa.array(
+                    scores[offset:offset + batch.num_rows], pa.float32(), from_pandas=True))
+            offset += batch.num_rows
             pending.append(table.filter(pa.array(~drop)))
             dropped_parts.append(table.select(small_columns).filter(pa.array(drop)))
             pending = _flush_full_groups(kept, pending)
@@ -504,11 +514,13 @@ def run_filter(
     *,
     workers: int = 1,
     eval_images: EvalImages | None = None,
+    scorer: Any = None,
 ) -> FilterResult:
     """Filter ``input_dir`` into ``out_dir`` (``kept/``, ``rejected/``, ``filter_report.json``).
 
     ``eval_images`` (:func:`brivl.filter.decontam.load_eval_images`): rows showing one of
-    them are rejected as ``eval_overlap``.
+    them are rejected as ``eval_overlap``. ``scorer``: the encoder of ``config.model_score``
+    when the caller loaded it already (else it is loaded here, when set).
 
     Does not write ``_manifest.json`` (the stage task does, last). Rerunning on the same
     ``out_dir`` starts over and gives byte-identical files; ``workers`` only changes speed.
@@ -524,19 +536,59 @@ def run_filter(
     bad += [s["bad"] for s in scans if "bad" in s]  # a file that broke while being read
     scans = [s for s in scans if "bad" not in s]
     verdicts, overlap = dedup(scans, cfg, work, eval_images)
+    scores, scored = score_survivors(scans, verdicts, cfg, work, scorer)
     by_rule = dict.fromkeys(RULES, 0)
     for scan in scans:
         for rule, n in scan["by_rule"].items():
             by_rule[rule] += n
     for scan in sorted(scans, key=lambda s: s["shard"]):
-        for rule, n in write_outputs(scan, verdicts[scan["shard"]], work, out).items():
+        for rule, n in write_outputs(scan, verdicts[scan["shard"]], work, out,
+                                     scores.get(scan["shard"])).items():
             by_rule[rule] += n
     shutil.rmtree(work)
     report = _report(scans, verdicts, by_rule, cfg)
     report["bad_input_files"] = bad_files_rows(bad)
     report["eval_overlap"] = overlap
+    report["model_score"] = scored
     (out / REPORT_NAME).write_text(json.dumps(report, indent=2, sort_keys=True))
     return FilterResult(report)
+
+
+def score_survivors(scans: list[dict], verdicts: dict[int, dict[int, tuple]], cfg: FilterConfig,
+                    work: Path, scorer: Any = None) -> tuple[dict[int, np.ndarray], dict[str, Any]]:
+    """With ``cfg.model_score``: score every dedup survivor, add ``model_score`` verdicts
+    for those under the cut; ``({shard: scores per scratch row}, report)``."""
+    if not cfg.model_score:
+        return {}, {"model": ""}
+    encoder = scorer if scorer is not None else scoring.load_scorer(cfg.model_score)
+    timer = scoring.Timer()
+    scores = []
+    total = sum(len(s["candidates"]) for s in scans)
+    with progress("filter: model score", total) as advance, timer:
+        for scan in scans:
+            scores.append(scoring.score_scratch(work / f"pass-{scan['shard']:05d}.parquet",
+                                                set(verdicts[scan["shard"]]), encoder,
+                                                cfg.model_score_batch, advance))
+    top = cfg.model_score_top_fraction
+    rejected, cut = scoring.choose(scores, cfg.model_score_threshold, top)
+    why = f"below the top {top:g} cut" if top is not None else "below the threshold"
+    for scan, part, bad in zip(scans, scores, rejected, strict=True):
+        for i in np.flatnonzero(bad):
+            verdicts[scan["shard"]][int(i)] = (scoring.RULE,
+                                               f"score {part[i]:.4f} {why} {cut:.4f}")
+    small = {}
+
+    def describe(f: int, i: int) -> dict[str, Any]:
+        if f not in small:
+            small[f] = pq.read_table(work / f"pass-{scans[f]['shard']:05d}.parquet",
+                                     columns=["candidate_id", "url", "caption"]).to_pylist()
+        return small[f][i]
+
+    examples = scoring.near_cut(scores, rejected, cut, describe)
+    mode = "top_fraction" if top is not None else "threshold"
+    report = scoring.summary(cfg.model_score, str(getattr(encoder, "source", "")), scores,
+                             rejected, cut, examples, timer.seconds, mode)
+    return {scan["shard"]: part for scan, part in zip(scans, scores, strict=True)}, report
 
 
 def _fresh_output(out: Path) -> Path:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 HELP = ("filter image-text pairs: size, aspect, caption rules, blocklist, spam, language, faces, "
-        "dedup, evaluation overlap")
+        "dedup, evaluation overlap, optional model score")
 
 # CLI flag -> FilterConfig field (flags left unset keep the config's value)
 FLAGS = {
@@ -19,6 +19,9 @@ FLAGS = {
     "max_words": "max_caption_words",
     "near_dup_distance": "near_dup_max_distance",
     "max_identical_captions": "max_identical_captions",
+    "model_score": "model_score",
+    "score_threshold": "model_score_threshold",
+    "score_top_fraction": "model_score_top_fraction",
 }
 
 
@@ -50,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--faces", choices=("blur", "drop", "off"),
                         help="detected faces: blurred in the stored JPEG (default), the pair "
                         "dropped, or no detection")
+    parser.add_argument("--model-score", metavar="MODEL",
+                        help="score pairs with this model (checkpoint dir, models:/brivl@champion, "
+                        "or brivl-lite at step 0: random projections, scores mean little); "
+                        "with --score-threshold or --score-top-fraction; off by default")
+    parser.add_argument("--score-threshold", type=float, help="keep pairs scoring >= this")
+    parser.add_argument("--score-top-fraction", type=float,
+                        help="keep this best share of the scored pairs (0 < f <= 1)")
     parser.add_argument("--eval-sets", default="", metavar="DIR",
                         help="evaluation sets (a directory of them, or one): pairs showing one "
                         "of their images are rejected as eval_overlap")
