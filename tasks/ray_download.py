@@ -19,14 +19,13 @@ dropped, ``max_shard_retry`` is ignored, and one task lost with its worker fails
 from __future__ import annotations
 
 import contextlib
-import importlib
-import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import ray
 
+from brivl.compat.img2dataset import patched_main
 from brivl.report import print_table
 
 LAST_RUN: list[dict[str, Any]] = []
@@ -88,17 +87,6 @@ def _print_summary(failed: list[Any]) -> None:
     print_table("img2dataset on Ray", rows)
 
 
-_lock = threading.Lock()
-
-
-@contextlib.contextmanager
-def use_ray_distributor() -> Iterator[None]:
+def use_ray_distributor() -> contextlib.AbstractContextManager[None]:
     """Within the block, ``img2dataset.download(distributor="ray")`` uses :func:`ray_distributor`."""
-    i2d_main = importlib.import_module("img2dataset.main")  # the attribute is the CLI function
-    with _lock:
-        saved = i2d_main.ray_distributor
-        i2d_main.ray_distributor = ray_distributor
-        try:
-            yield
-        finally:
-            i2d_main.ray_distributor = saved
+    return patched_main(ray_distributor=ray_distributor)

@@ -23,7 +23,7 @@ directory's manifest hash, a checkpoint's identity, seed URLs, ...). From these 
 Cached results are plain JSON, never pickles. Prefect's result record names the serializer
 that reads it back, so whoever can write ``$BRIVL_HOME/prefect/storage`` could otherwise
 make the next run unpickle (execute) anything. The cache key function therefore pins every
-stage task's results to :data:`STAGE_SERIALIZER` (plain ``json``, no object hooks) and,
+stage task's results to :data:`brivl.compat.prefect_cache.STAGE_SERIALIZER` (plain ``json``, no object hooks) and,
 before Prefect looks a key up, reads the record itself with ``json.loads``: a record that is
 unreadable, oversized, or names any other serializer is deleted, so the lookup is a miss
 and the stage runs again (its body is idempotent). Residual window: a record rewritten in
@@ -36,23 +36,18 @@ import contextlib
 import dataclasses
 import json
 import logging
-import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from prefect.serializers import JSONSerializer
-
 from brivl import manifest
+from brivl.compat.prefect_cache import pin_results, record_path, untrusted_record
 from brivl.env import project_home
 from brivl.fingerprint import canonical_json, code_version
 from tasks.locking import file_lock
 
-STAGE_SERIALIZER = JSONSerializer(object_encoder=None, object_decoder=None)
-"""Stage results are small JSON values (paths as strings, dicts of numbers)."""
-MAX_RECORD_BYTES = 1_000_000
 TRANSIENT_KEY = "transient_rejections"
 log = logging.getLogger(__name__)
 Params = dict[str, Any]
@@ -203,40 +198,11 @@ def publish(run: StageRun, output: StageOutput) -> dict[str, Any]:
 
 
 # -- Prefect's cache -----------------------------------------------------------------------
-def record_path(cache_key: str) -> Path:
-    """Where Prefect keeps the result record of ``cache_key`` (its local storage)."""
-    return Path(os.environ.get("PREFECT_LOCAL_STORAGE_PATH", "")) / cache_key
-
-
-def untrusted_record(path: Path) -> str | None:
-    """Why the result record at ``path`` must not be read, or ``None`` when it is a JSON
-    record written with :data:`STAGE_SERIALIZER` holding a JSON value."""
-    try:
-        if path.stat().st_size > MAX_RECORD_BYTES:
-            return f"over {MAX_RECORD_BYTES} bytes"
-        record = json.loads(path.read_bytes())
-        serializer = record["metadata"]["serializer"]
-        if serializer != STAGE_SERIALIZER.model_dump(mode="json"):
-            return f"serializer {serializer!r} is not the stage JSON serializer"
-        json.loads(record["result"])
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        return f"unreadable ({type(exc).__name__}: {exc})"
-    return None
-
-
 def _refused(record: Path) -> bool:
     why = untrusted_record(record)
     if why:
         log.warning("ignoring the cached result %s (a cache miss): %s", record, why)
     return why is not None
-
-
-def pin_results(context: Any) -> None:
-    """Make this task run persist its result with :data:`STAGE_SERIALIZER` (whatever the
-    task's decorator says): the run's result store, which Prefect's transaction then uses."""
-    store = getattr(context, "result_store", None)
-    if store is not None and store.serializer != STAGE_SERIALIZER:
-        context.result_store = store.model_copy(update={"serializer": STAGE_SERIALIZER})
 
 
 def checked_cache_key(context: Any, run: StageRun) -> str:

@@ -26,14 +26,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import http.client
-import importlib
 import io
 import os
-import signal
 import socket
 import threading
 import time
-import types
 import urllib.error
 import urllib.request
 import warnings
@@ -42,9 +39,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from img2dataset.downloader import Downloader
 from PIL import Image, UnidentifiedImageError
 
+from brivl.compat.img2dataset import Downloader, no_signal_handlers, patched_main
 from brivl.crawl.fetch import Fetcher
 from brivl.crawl.forward import PortForward
 from brivl.crawl.guard import AddressGuard, BlockedURL
@@ -322,20 +319,14 @@ def guarded_img2dataset(settings: GuardSettings) -> Iterator[None]:
     thread may install signal handlers. OpenCV's pixel limit is set for the workers.
     """
     global _active
-    # ``img2dataset.main`` the attribute is the CLI function; the module is in sys.modules
-    i2d_main = importlib.import_module("img2dataset.main")
-
     os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(settings.max_image_pixels))
+    replacements: dict[str, Any] = {"Downloader": GuardedDownloader}
+    if threading.current_thread() is not threading.main_thread():
+        replacements["signal"] = no_signal_handlers()
     with _patch_lock:
-        saved = i2d_main.Downloader, i2d_main.signal
         _active = settings
-        i2d_main.Downloader = GuardedDownloader
-        if threading.current_thread() is not threading.main_thread():
-            i2d_main.signal = types.SimpleNamespace(
-                SIGINT=signal.SIGINT, signal=lambda *_args, **_kw: None
-            )
         try:
-            yield
+            with patched_main(**replacements):
+                yield
         finally:
-            i2d_main.Downloader, i2d_main.signal = saved
             _active = None

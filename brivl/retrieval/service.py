@@ -32,11 +32,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from brivl.compat.clip_retrieval import all_clip_shim, clip_back
 from brivl.errors import ConfigError
 from brivl.manifest import read_manifest
 from brivl.retrieval.adapter import ClipAdapter, Encoder
 from brivl.retrieval.build import INDICES_PATHS, METADATA_COLUMNS
-from brivl.retrieval.clip_retrieval_compat import all_clip_shim, clip_back
 from brivl.retrieval.knn_api import (
     ImageFetcher,
     ServiceLimits,

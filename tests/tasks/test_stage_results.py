@@ -11,7 +11,8 @@ from prefect import task
 from prefect.serializers import PickleSerializer
 
 from brivl import manifest
-from tasks.stage import STAGE_SERIALIZER, record_path, resolve_stage, stage_cache_key
+from brivl.compat.prefect_cache import STAGE_SERIALIZER, record_path
+from tasks.stage import resolve_stage, stage_cache_key
 
 CODE = ["brivl.manifest"]
 probe_key = stage_cache_key("probe", CODE, ["value"])

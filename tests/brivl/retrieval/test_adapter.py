@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from brivl.retrieval.adapter import ClipAdapter, PendingInputs, preprocess, tokenize
-from brivl.retrieval.clip_retrieval_compat import all_clip_shim, clip_back, clip_retrieval_module
+from brivl.compat.clip_retrieval import all_clip_shim, clip_back, clip_retrieval_module
 
 
 def test_clip_back_imports_without_the_package_init() -> None:

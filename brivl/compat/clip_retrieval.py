@@ -24,6 +24,9 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from brivl.compat import require
+
+CLIP_RETRIEVAL_VERSION = require("clip-retrieval", ("2.45",), "brivl/compat/clip_retrieval.py")
 PACKAGE = "clip_retrieval"
 INSTALL_HINT = (
     "clip-retrieval is not installed; install it without its dependencies: "
