@@ -3,6 +3,7 @@
 Identity = (candidates manifest hash, normalised download config, download code version).
 A killed download resumes: the rerun writes into the same directory and img2dataset's
 incremental mode skips the finished shards. Retried once (resuming is idempotent).
+:func:`retry_download` retries a finished download's transient failures only.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ apply_defaults()
 from prefect import task  # noqa: E402
 
 from brivl.download import DownloadConfig, run_download  # noqa: E402
+from brivl.download.retry import retry_transient  # noqa: E402
 from brivl.report import progress  # noqa: E402
+from tasks.locking import file_lock  # noqa: E402
 from tasks.stage import Stage, StageRun, config_param, input_identity  # noqa: E402
 
 STAGE = "download"
@@ -55,3 +58,16 @@ def download_task(
 
     params = {"candidates_dir": candidates_dir, "config": config, "out_dir": out_dir}
     return str(DOWNLOAD.run(produce, params).out_dir)
+
+
+def retry_download(candidates_dir: str, config: dict | None = None, out_dir: str | None = None
+                   ) -> dict | None:
+    """Under the stage's lock, retry the transient failures (timeout, connection error, 429,
+    5xx) of the finished download these parameters name; its new manifest, or ``None`` when
+    no row was worth retrying."""
+    run = resolve_download(candidates_dir, config, out_dir)
+    with file_lock(run.lock_path, f"the download output {run.out_dir}"):
+        if not run.done:
+            raise FileNotFoundError(f"{run.out_dir}: no finished download of {candidates_dir} "
+                                    "with this config; run the download first")
+        return retry_transient(run.out_dir, candidates_dir, DownloadConfig.from_dict(run.config))

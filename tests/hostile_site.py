@@ -52,6 +52,15 @@ PAGES: dict[str, tuple[str, bytes]] = {
     "/undeclared.html": ("text/html", page("Undeclared", "/img/u.png", CAFE).encode("cp1252")),
     "/private/secret.html": ("text/html", page("Secret", "/img/s.png", "a secret").encode()),
 }
+# a page whose images fail in every way a download rerun must tell apart: two fine ones, two
+# that fail once (500, then 429 with Retry-After) and then answer, a 404, one robots forbid
+MIXED_IMAGES = {"/img/m1.png": "a red square one", "/img/m2.png": "a red square two",
+                "/flaky/500/m3.png": "a flaky square", "/flaky/429/m4.png": "a busy square",
+                "/gone/m5.jpg": "a missing square", "/private/m6.png": "a private square"}
+PAGES["/mixed.html"] = ("text/html; charset=utf-8", (
+    "<html><head><title>Mixed</title></head><body>" + "".join(
+        f"<figure><img src='{src}' alt='{alt}'></figure>" for src, alt in MIXED_IMAGES.items())
+    + "</body></html>").encode())
 HOSTILE_PAGES = ("/rot13.html", "/hex.html", "/undeclared.html", "/stall.html", "/short.html")
 INDEX = "".join(f"<a href='{p}'>{p}</a> " for p in ("/ok.html", *HOSTILE_PAGES))
 PAGES["/index.html"] = ("text/html; charset=utf-8", f"<html><body>{INDEX}</body></html>".encode())
@@ -104,14 +113,22 @@ def _handler(site: HostileSite) -> type[BaseHTTPRequestHandler]:
             }
             if path in routes:
                 return routes[path]()
+            if path.startswith("/flaky/"):  # /flaky/<status>/<name>.png: <status> the first time
+                if site.log.count(self.path) == 1:
+                    return self._send(int(path.split("/")[2]), "text/plain", b"try again",
+                                      {"Retry-After": "0"})
+                return self._send(200, "image/png", png())
             if path in PAGES:
                 return self._send(200, *PAGES[path])
             if path.endswith(".png"):
                 return self._send(200, "image/png", png())
             return self._send(404, "text/plain", b"not found")
 
-        def _send(self, status: int, ctype: str, body: bytes) -> None:
+        def _send(self, status: int, ctype: str, body: bytes,
+                  headers: dict[str, str] | None = None) -> None:
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -6,6 +6,9 @@ failures are mapped from its free-text ``error_message`` by :func:`reason_of`.
 
 Reasons in :data:`TRANSIENT` say nothing about the candidate itself (robots.txt could not
 be fetched): a rerun of the same download asks again instead of keeping the rejection.
+Failures for which :func:`retryable` holds (a timeout, a dropped connection, a 5xx or a
+429) are worth trying again later: ``brivl download --retry-transient`` retries those rows
+only (:mod:`brivl.download.retry`); a 404, robots.txt or an opt-out are final.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ CONNECTION_ERROR = "connection_error"
 MISSING = "missing_from_output"
 NO_URL = "no_image_url"  # a candidates row with an empty image_url
 TRANSIENT = frozenset({ROBOTS_UNAVAILABLE})
+RETRYABLE = frozenset({TIMEOUT, CONNECTION_ERROR, "http_429"})  # and every http_5xx
 
 # markers the guarded downloader puts into its error messages
 GUARD_MARKER = "brivl-guard:"
@@ -79,3 +83,9 @@ def reason_of(error_message: str | None) -> str:
         if needle in message:
             return code
     return "other:" + " ".join(message.split())[:60]
+
+
+def retryable(reason: str) -> bool:
+    """Whether a download failure may succeed when tried again: timeout, connection error,
+    HTTP 429 or any 5xx (not 404, robots, opt-outs, bad images)."""
+    return reason in RETRYABLE or (reason.startswith("http_5") and len(reason) == 8)

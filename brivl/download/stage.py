@@ -327,19 +327,7 @@ def run_download(
     if to_download.num_rows:
         input_file = out_dir / INPUT_FILE
         pq.write_table(to_download, input_file)
-        settings = GuardSettings(
-            allow_cidrs=config.allow_cidrs,
-            robots_token=config.robots_token,
-            robots_user_agent=ROBOTS_USER_AGENT,
-            robots=robots_seen,
-            max_image_pixels=config.max_image_pixels,
-            sniff_images=config.sniff_images,
-            timeout_s=config.timeout_s,
-            max_image_bytes=config.max_image_bytes,
-            forwards=active_forwards(),  # the demo web's live port, if it is not the canonical one
-            politeness=politeness_of(config),
-            stats_dir=str(out_dir),
-        )
+        settings = guard_settings(config, robots_seen, out_dir)
         run_img2dataset(input_file, out_dir, config, settings, on_shard)
         downloaded, failed, stats = collect_results(out_dir, to_download)
         input_file.unlink()
@@ -373,6 +361,24 @@ def run_download(
             "bad_input_files": bad_files_rows(bad_files),
             "hosts": merge_stats(out_dir.glob(HOST_STATS_GLOB)),
         },
+    )
+
+
+def guard_settings(config: DownloadConfig, robots_seen: dict[str, tuple[int, str]],
+                   stats_dir: Path) -> GuardSettings:
+    """What every img2dataset worker's guarded opener is given."""
+    return GuardSettings(
+        allow_cidrs=config.allow_cidrs,
+        robots_token=config.robots_token,
+        robots_user_agent=ROBOTS_USER_AGENT,
+        robots=robots_seen,
+        max_image_pixels=config.max_image_pixels,
+        sniff_images=config.sniff_images,
+        timeout_s=config.timeout_s,
+        max_image_bytes=config.max_image_bytes,
+        forwards=active_forwards(),  # the demo web's live port, if it is not the canonical one
+        politeness=politeness_of(config),
+        stats_dir=str(stats_dir),
     )
 
 

@@ -71,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config", type=Path, help="JSON file of DownloadConfig fields (flags override it)"
     )
+    parser.add_argument(
+        "--retry-transient", action="store_true",
+        help="then retry the rows that failed for a passing reason (timeout, connection error, "
+        "429, 5xx) and only those; successes, 404s, robots and opt-outs are kept as they are",
+    )
 
 
 def build_config(args: argparse.Namespace) -> dict:
@@ -121,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
     from tasks.download import download_task
 
     out_dir = download_task(str(source), config, out_dir=args.out)
+    if args.retry_transient:
+        from tasks.download import retry_download
+
+        retried = retry_download(str(source), config, out_dir=args.out)
+        done = (retried or {}).get("extra", {}).get("retried", {})
+        print(f"retried {done.get('rows', 0)} transient failures: {done.get('recovered', 0)} "
+              "downloaded now")
     counts = read_manifest(out_dir)["row_counts"]
     rows = [{"outcome": "downloaded", "count": counts["downloaded"]}]
     rows += [
