@@ -41,7 +41,10 @@ class ServiceLimits:
     """Request bodies over this are refused (413) before they are parsed."""
     max_text_chars: int = 2000
     max_k: int = 1000
-    """Largest ``num_images`` / ``num_result_ids`` / number of metadata ids."""
+    """Largest ``num_images`` / number of metadata ids."""
+    max_result_ids: int = 10_000
+    """Largest ``num_result_ids`` (the nearest ids fetched before deduplication; the bundled
+    web UI asks for 3,000)."""
     max_image_bytes: int = 10_000_000
     max_image_pixels: int = 40_000_000
     fetch_timeout_s: float = 10.0
@@ -112,13 +115,17 @@ def checked_image(data: bytes, limits: ServiceLimits, field: str) -> bytes:
     return data
 
 
-def _int(body: dict[str, Any], field: str, default: int | None, limits: ServiceLimits) -> int:
+def _int(body: dict[str, Any], field: str, default: int | None, top: int) -> int:
     value = body.get(field, default)
     if value is None:
         raise bad(field, "missing; give an integer")
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limits.max_k:
-        raise bad(field, f"{value!r}; accepted: an integer in [1, {limits.max_k}]")
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= top:
+        raise bad(field, f"{value!r}; accepted: an integer in [1, {top}]")
     return value
+
+
+NOT_LOADED = ("use_safety_model", "use_violence_detector")
+NOT_APPLIED_HEADER = "X-Brivl-Not-Applied"  # the request flags whose model is not loaded
 
 
 def _off(body: dict[str, Any], field: str, what: str) -> None:
@@ -179,7 +186,8 @@ def parse_knn_request(
     limits: ServiceLimits,
     fetch_image: Callable[[str], bytes],
 ) -> dict[str, Any]:
-    """clip_back ``KnnService.query`` keyword arguments for a ``/knn-service`` JSON body.
+    """clip_back ``KnnService.query`` keyword arguments for a ``/knn-service`` JSON body,
+    plus ``not_applied``: the flags asked for whose model is not loaded (see NOT_LOADED).
 
     ``indices`` maps each index name to its embedding dimension (``None``: unknown).
     Raises :class:`werkzeug.exceptions.BadRequest` naming the field and what is accepted.
@@ -190,16 +198,19 @@ def parse_knn_request(
     if modality not in MODALITIES:
         raise bad("modality", f"{modality!r}; accepted: {list(MODALITIES)}")
     name = _index_name(body, indices)
-    num_images = _int(body, "num_images", None, limits)
-    num_result_ids = _int(body, "num_result_ids", num_images, limits)
+    num_images = _int(body, "num_images", None, limits.max_k)
+    num_result_ids = _int(body, "num_result_ids", num_images, limits.max_result_ids)
     deduplicate = body.get("deduplicate", False)
     if not isinstance(deduplicate, bool):
         raise bad("deduplicate", f"{deduplicate!r}; accepted: true or false")
     _off(body, "use_mclip", "multilingual CLIP")
-    _off(body, "use_safety_model", "the safety model")
-    _off(body, "use_violence_detector", "the violence detector")
-    _off(body, "aesthetic_score", "aesthetic embeddings")
-    _off(body, "aesthetic_weight", "aesthetic embeddings")
+    # no safety model or violence detector is loaded: like clip_back without them, the flags
+    # (on by default in the bundled web UI) are accepted and not applied, and the reply says so
+    not_applied = [f for f in NOT_LOADED if body.get(f) not in (None, False)]
+    for field in not_applied:
+        if not isinstance(body[field], bool):
+            raise bad(field, f"{body[field]!r}; accepted: true or false")
+    _off(body, "aesthetic_score", "aesthetic embeddings")  # aesthetic_weight only weighs it
     query = _query_input(body, limits, fetch_image, indices[name])
     return {
         "text_input": None,
@@ -217,6 +228,7 @@ def parse_knn_request(
         "use_violence_detector": False,
         "aesthetic_score": None,
         "aesthetic_weight": None,
+        "not_applied": not_applied,
     }
 
 

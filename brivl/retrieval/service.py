@@ -38,6 +38,7 @@ from brivl.manifest import read_manifest
 from brivl.retrieval.adapter import ClipAdapter, Encoder
 from brivl.retrieval.build import INDICES_PATHS, METADATA_COLUMNS
 from brivl.retrieval.knn_api import (
+    NOT_APPLIED_HEADER,
     ImageFetcher,
     ServiceLimits,
     bad,
@@ -169,7 +170,10 @@ def guarded_resources(resources: dict[str, Any], limits: ServiceLimits) -> tuple
         def post(self) -> Any:
             with cb.FULL_KNN_REQUEST_TIME.time():
                 body = request.get_json(force=True)
-                return self.query(**parse_knn_request(body, dims, limits, fetch_image))
+                params = parse_knn_request(body, dims, limits, fetch_image)
+                not_applied = params.pop("not_applied")
+                headers = {NOT_APPLIED_HEADER: ", ".join(not_applied)} if not_applied else {}
+                return self.query(**params), 200, headers
 
     class MetadataService(cb.MetadataService):
         def post(self) -> Any:

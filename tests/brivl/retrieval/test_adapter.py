@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from brivl.retrieval.adapter import ClipAdapter, PendingInputs, preprocess, tokenize
 from brivl.compat.clip_retrieval import all_clip_shim, clip_back, clip_retrieval_module
+from brivl.retrieval.adapter import ClipAdapter, PendingInputs, preprocess, tokenize
 
 
 def test_clip_back_imports_without_the_package_init() -> None:

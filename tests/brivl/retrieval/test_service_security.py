@@ -105,7 +105,9 @@ def _png() -> str:
         ({**QUERY, "image": base64.b64encode(b"<html>").decode()}, "image"),
         ({**QUERY, "embedding_input": [0.1, 0.2]}, "embedding_input"),
         ({**QUERY, "embedding_input": "0.1"}, "embedding_input"),
-        ({**QUERY, "text": "a", "use_safety_model": True}, "use_safety_model"),
+        ({**QUERY, "text": "a", "use_safety_model": "on"}, "use_safety_model"),
+        ({**QUERY, "text": "a", "aesthetic_score": "9"}, "aesthetic_score"),
+        ({**QUERY, "text": "a", "num_result_ids": 10_001}, "num_result_ids"),
         ({**QUERY, "text": "a", "deduplicate": "yes"}, "deduplicate"),
         (["not", "an", "object"], "body"),
     ],
@@ -133,3 +135,20 @@ def test_bad_metadata_requests_are_400_naming_the_field(server, body, field):
 def test_malformed_json_is_a_400(server):
     reply = requests.post(f"{server.url}/knn-service", data=b"{not json", timeout=10)
     assert reply.status_code == 400
+
+
+def test_the_bundled_web_uis_request_is_answered(server):
+    """clip-retrieval's front sends its defaults on every search: 3,000 result ids, safe mode
+    and violence removal on, an empty aesthetic score with weight "0.5". The service answers,
+    and says which flags it could not apply (no safety model or violence detector loaded)."""
+    body = {"text": "a red circle", "image": None, "image_url": None, "embedding_input": None,
+            "modality": "image", "num_images": 40, "indice_name": "brivl",
+            "num_result_ids": 3000, "use_mclip": False, "deduplicate": True,
+            "use_safety_model": True, "use_violence_detector": True, "aesthetic_score": "",
+            "aesthetic_weight": "0.5"}
+    reply = requests.post(f"{server.url}/knn-service", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    assert reply.json(), "no results"
+    assert reply.headers["X-Brivl-Not-Applied"] == "use_safety_model, use_violence_detector"
+    plain = requests.post(f"{server.url}/knn-service", json={**QUERY, "text": "a"}, timeout=30)
+    assert plain.status_code == 200 and "X-Brivl-Not-Applied" not in plain.headers
