@@ -147,7 +147,7 @@ def _train_local(cfg: Any, shard_dir: str, checkpoints: Path, init: Path,
     image_size = build_config(cfg.model, cfg.model_overrides).image_size
     batches = ShardBatches(shard_dir, "train", batch_size=cfg.batch_size, image_size=image_size,
                            augment=cfg.augment, seed=cfg.seed, shuffle=cfg.shuffle,
-                           raw=cfg.trunk_cache)
+                           raw=cfg.trunk_cache, resampled=cfg.resampled)
     result = train(cfg.train_config(), batches, on_metrics, checkpoints, resume=True,
                    init_checkpoint=init)
     result.pop("model", None)

@@ -113,14 +113,28 @@ def _epochs_dataset(files: list[str], cfg: Any, n_train: int, read: Callable[[li
     """
     import numpy as np
 
-    total = cfg.total_steps(n_train, cfg.workers) * cfg.batch_size * cfg.workers
+    total = cfg.total_steps(n_train, cfg.workers) * cfg.global_batch(cfg.workers)
     epochs = total // max(1, n_train) + 2  # + the partial epoch and batches dropped at the end
     parts = []
     for epoch in range(epochs):
-        order = (np.random.default_rng([cfg.seed, epoch]).permutation(len(files)) if cfg.shuffle
-                 else range(len(files)))
+        rng = np.random.default_rng([cfg.seed, epoch])
+        if cfg.resampled:  # files drawn with replacement (OpenCLIP's --dataset-resampled)
+            parts += [read(group) for group in _without_repeats(
+                [files[i] for i in rng.integers(0, len(files), size=len(files))])]
+            continue
+        order = rng.permutation(len(files)) if cfg.shuffle else range(len(files))
         parts.append(read([files[i] for i in order]))
     return parts[0].union(*parts[1:]) if len(parts) > 1 else parts[0]
+
+
+def _without_repeats(draws: list[str]) -> list[list[str]]:
+    """``draws`` cut into consecutive groups without a repeated file (one read each)."""
+    groups: list[list[str]] = [[]]
+    for name in draws:
+        if name in groups[-1]:
+            groups.append([])
+        groups[-1].append(name)
+    return groups
 
 
 def _cpus_per_worker(cfg: Any) -> float:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brivl.model.recompute import Checkpointable, run_block
+
 SUPPORTED = ("bert", "roberta")
 
 
@@ -110,7 +112,7 @@ class Embeddings(nn.Module):
         return self.dropout(self.LayerNorm(x))
 
 
-class BertEncoder(nn.Module):
+class BertEncoder(Checkpointable, nn.Module):
     """``forward(input_ids, attention_mask) -> last hidden state (B, L, hidden)``."""
 
     def __init__(self, cfg: dict[str, Any]) -> None:
@@ -146,7 +148,7 @@ class BertEncoder(nn.Module):
         """Encoder layers ``start:stop`` on hidden states x (B, L, hidden)."""
         keep = attention_mask.bool()[:, None, None, :]  # (B, 1, 1, L) True = attend
         for layer in self.encoder.layer[start:stop]:
-            x = layer(x, keep)
+            x = run_block(self, layer, x, keep)  # checkpointed with grad_checkpointing
         return x
 
 

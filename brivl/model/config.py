@@ -72,7 +72,11 @@ class BriVLConfig:
     image_size: int = bounded(96, min=32, max=4096)  # square input side in pixels
     queue_size: int = bounded(1024, min=1, max=1_048_576)  # K keys per queue; a multiple of
     #                                                        the global batch
-    temperature: float = bounded(0.07, gt=0, max=100)
+    temperature: float = bounded(0.07, gt=0, max=100)  # the InfoNCE temperature (fixed, as
+    #   BriVL's); with learn_temperature its starting value
+    learn_temperature: bool = False  # learn it (ALBEF/CLIP style, log-parametrised), clamped
+    #   to temperature_range after every step; a parameter of the checkpoint then
+    temperature_range: tuple[float, float] = bounded((0.01, 0.5), gt=0, max=100)  # (min, max)
     in_batch_negatives: bool = False  # also contrast against the other keys of the batch
     image: ImageTowerConfig = field(default_factory=ImageTowerConfig)
     text: TextTowerConfig = field(default_factory=TextTowerConfig)
@@ -134,6 +138,11 @@ def validate(cfg: BriVLConfig, check_files: bool = True) -> BriVLConfig:
     _require(cfg.image_size >= 32, "image_size", f"{cfg.image_size} is too small; accepted: >= 32")
     _require(isinstance(cfg.temperature, (int, float)) and cfg.temperature > 0, "temperature",
              f"{cfg.temperature!r} is not accepted; accepted: a number > 0")
+    low, high = cfg.temperature_range
+    _require(low <= high, "temperature_range", f"{list(cfg.temperature_range)}; accepted: min <= max")
+    _require(not cfg.learn_temperature or low <= cfg.temperature <= high, "temperature",
+             f"{cfg.temperature} lies outside temperature_range {list(cfg.temperature_range)}; "
+             "accepted: a starting value within the range")
     _validate_image(cfg.image, check_files)
     _validate_text(cfg.text)
     return cfg

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from brivl.model.recompute import Checkpointable, run_block
+
 # (repeats, kernel, stride, expand ratio, in channels, out channels) of the 7 B0 stages.
 BASE_STAGES: tuple[tuple[int, int, int, int, int, int], ...] = (
     (1, 3, 1, 1, 32, 16),
@@ -162,7 +164,7 @@ class MBConv(nn.Module):
         return h + x if self.residual else h
 
 
-class EfficientNet(nn.Module):
+class EfficientNet(Checkpointable, nn.Module):
     """EfficientNet feature extractor; ``forward(x) -> (B, out_channels, H/32, W/32)``.
 
     ``frozen_stages`` freezes the stem and the first N of the 7 stages (parameters get
@@ -241,7 +243,7 @@ class EfficientNet(nn.Module):
             return x
         for block in self._blocks:
             if block.spec.stage >= self.frozen_stages:
-                x = block(x)
+                x = run_block(self, block, x)  # checkpointed with grad_checkpointing
         return self._act(self._bn1(self._conv_head(x)))  # (B, head, H/32, W/32)
 
 

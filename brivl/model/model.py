@@ -22,11 +22,23 @@ sample id or caption hash equals the query's are masked out of the softmax.
 The loss is the mean over this worker's samples; averaged over workers (as DDP averages
 gradients) it is the loss of the global batch. Queue slots not yet written are masked out
 of the softmax, so early steps never contrast against random vectors.
+
+Temperature: BriVL's fixed ``config.temperature``, or (``learn_temperature``) a learnt
+``log_temperature`` parameter as in CLIP/ALBEF, clamped into ``temperature_range`` before
+every use and after every optimiser step (:meth:`BriVL.clamp_temperature`).
+
+Gradient accumulation (the trainer's ``grad_accum_steps``) needs no gradient through the
+keys, because every key comes from a momentum tower: a step over N micro-batches computes
+their keys first (:meth:`BriVL.momentum_keys`), then each micro-batch's loss against the
+keys of the whole accumulated batch (``batch_keys``) and the queue as it was at the step's
+start, and enqueues the micro-batches' keys after the last one. That is the loss of one
+batch of N x B, exactly (BatchNorm statistics aside, which stay per micro-batch).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -53,12 +65,13 @@ def info_nce(query: torch.Tensor, keys: torch.Tensor, queue: torch.Tensor, tempe
         labels = torch.zeros(query.shape[0], dtype=torch.long, device=query.device)
     else:
         pos = query @ keys.t()  # (B, N)
-    neg = query @ queue.t()  # (B, K)
+    neg = query @ queue.t() / temperature  # (B, K); masked after the division, so a learnt
+    #                                        temperature gets no inf * 0 = nan gradient
     empty = torch.arange(queue.shape[0], device=neg.device) >= queue_valid  # (K,) no host sync
     neg = neg.masked_fill(empty, float("-inf"))
     if exclude is not None:
         neg = neg.masked_fill(exclude, float("-inf"))
-    logits = torch.cat([pos, neg], dim=1) / temperature  # (B, N + K)
+    logits = torch.cat([pos / temperature, neg], dim=1)  # (B, N + K)
     loss = F.cross_entropy(logits, labels)
     acc = (logits.argmax(dim=1) == labels).float().mean()
     return loss, acc
@@ -84,6 +97,8 @@ class BriVL(nn.Module):
         # (K,) sample id and caption hash of each queued key pair (-1: none)
         self.register_buffer("queue_sample_ids", torch.full((k,), -1, dtype=torch.long))
         self.register_buffer("queue_caption_ids", torch.full((k,), -1, dtype=torch.long))
+        if config.learn_temperature:  # () log of the temperature, learnt
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(config.temperature)))
 
     # -- inference --------------------------------------------------------------------------
     def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -97,6 +112,21 @@ class BriVL(nn.Module):
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Query text tower -> (B, D), L2-normalised."""
         return self.text_tower(input_ids, attention_mask)
+
+    def temperature(self) -> float | torch.Tensor:
+        """The InfoNCE temperature: the fixed config value, or the learnt one (a 0-d tensor,
+        clamped into ``temperature_range`` first)."""
+        if not self.config.learn_temperature:
+            return self.config.temperature
+        self.clamp_temperature()
+        return self.log_temperature.exp()
+
+    @torch.no_grad()
+    def clamp_temperature(self) -> None:
+        """Clamp a learnt temperature into ``temperature_range`` (in place; CLIP/ALBEF style)."""
+        if self.config.learn_temperature:
+            low, high = self.config.temperature_range
+            self.log_temperature.clamp_(math.log(low), math.log(high))
 
     def queue_fill(self) -> float:
         """Fraction of the queue holding real keys."""
@@ -179,17 +209,31 @@ class BriVL(nn.Module):
             return (self.image_tower.trunk(pixels),
                     self.text_tower.trunk(input_ids, attention_mask))
 
+    @torch.no_grad()
+    def momentum_keys(self, pixels: torch.Tensor | None, input_ids: torch.Tensor,
+                      attention_mask: torch.Tensor, image_trunk: torch.Tensor | None = None,
+                      text_trunk: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The momentum towers' keys of a local batch, (B, D) each (no EMA update)."""
+        if image_trunk is None:
+            image_trunk, text_trunk = self.trunks(pixels, input_ids, attention_mask)
+        return (self.image_tower_m.from_trunk(image_trunk),
+                self.text_tower_m.from_trunk(text_trunk, input_ids, attention_mask))
+
     def forward(self, pixels: torch.Tensor | None, input_ids: torch.Tensor,
                 attention_mask: torch.Tensor, momentum: float | None = 0.99, enqueue: bool = True,
                 *, sample_ids: torch.Tensor | None = None, caption_ids: torch.Tensor | None = None,
-                image_trunk: torch.Tensor | None = None,
-                text_trunk: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                image_trunk: torch.Tensor | None = None, text_trunk: torch.Tensor | None = None,
+                batch_keys: tuple[torch.Tensor, torch.Tensor, int] | None = None,
+                ) -> dict[str, torch.Tensor]:
         """One contrastive step on a local batch.
 
         ``momentum=None`` skips the EMA update and ``enqueue=False`` leaves the queues alone
         (validation loss). ``sample_ids`` / ``caption_ids`` (B,) int64 >= 0 mask false
         negatives in the queue; ``image_trunk`` / ``text_trunk`` are cached outputs of
-        :meth:`trunks` (then ``pixels`` may be None). Returns ``loss`` (= loss_i2t +
+        :meth:`trunks` (then ``pixels`` may be None). ``batch_keys = (image keys, text keys,
+        offset)`` are the in-batch keys of a whole accumulated global batch (N, D) and this
+        micro-batch's first row in them (in-batch negatives only; the keys are not
+        recomputed then, so call with ``momentum=None``). Returns ``loss`` (= loss_i2t +
         loss_t2i), ``loss_i2t``, ``loss_t2i``, ``acc_i2t``, ``acc_t2i``, the query
         embeddings ``image_embed`` / ``text_embed`` and the momentum keys ``image_key`` /
         ``text_key``.
@@ -201,21 +245,28 @@ class BriVL(nn.Module):
             image_trunk, text_trunk = self.trunks(pixels, input_ids, attention_mask)
         q_img = self.image_tower.from_trunk(image_trunk)  # (B, D)
         q_txt = self.text_tower.from_trunk(text_trunk, input_ids, attention_mask)  # (B, D)
-        with torch.no_grad():
-            if momentum is not None:
-                self.momentum_update(momentum)
-            k_img = self.image_tower_m.from_trunk(image_trunk)  # (B, D)
-            k_txt = self.text_tower_m.from_trunk(text_trunk, input_ids, attention_mask)  # (B, D)
+        if momentum is not None:
+            self.momentum_update(momentum)
+        if batch_keys is None:
+            k_img, k_txt = self.momentum_keys(None, input_ids, attention_mask, image_trunk,
+                                              text_trunk)  # (B, D) each
+        else:
+            offset = batch_keys[2]
+            k_img, k_txt = (k[offset:offset + batch] for k in batch_keys[:2])
         valid = self.queue_filled  # real keys in the queues (0-d tensor)
         exclude = self.false_negatives(sample_ids, caption_ids)  # (B, K) or None
-        t = self.config.temperature
+        t = self.temperature()
         image_queue, text_queue = self.image_queue, self.text_queue
         if enqueue and torch.is_grad_enabled():  # backward needs the queues as they are now
             image_queue, text_queue = image_queue.clone(), text_queue.clone()
         if self.config.in_batch_negatives:
-            rank, _ = rank_and_world()
-            labels = torch.arange(batch, device=q_img.device) + rank * batch
-            all_k_img, all_k_txt = all_gather_cat(k_img), all_gather_cat(k_txt)  # (B_global, D)
+            if batch_keys is None:
+                rank, _ = rank_and_world()
+                offset = rank * batch
+                all_k_img, all_k_txt = all_gather_cat(k_img), all_gather_cat(k_txt)  # (B_global, D)
+            else:
+                all_k_img, all_k_txt = batch_keys[0], batch_keys[1]  # (N_global, D)
+            labels = torch.arange(batch, device=q_img.device) + offset
             loss_i2t, acc_i2t = info_nce(q_img, all_k_txt, text_queue, t, valid, labels, exclude)
             loss_t2i, acc_t2i = info_nce(q_txt, all_k_img, image_queue, t, valid, labels, exclude)
         else:

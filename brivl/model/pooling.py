@@ -43,6 +43,8 @@ def grid_patch_pool(fmap: torch.Tensor, scales: Sequence[int]) -> torch.Tensor:
 
     Patches are ordered scale by scale, row-major inside a scale.
     """
+    if torch.compiler.is_compiling():  # traced, the cached matrix would be rebuilt every call
+        return grid_patch_pool_adaptive(fmap, scales)
     b, c, h, w = fmap.shape
     weights = pooling_matrix(h, w, tuple(scales), str(fmap.device), fmap.dtype)  # (P, H*W)
     return (fmap.reshape(b, c, h * w) @ weights.t()).transpose(1, 2)  # (B, P, C)

@@ -23,6 +23,7 @@ from brivl.model.efficientnet import (
     shipped_lite0_weights,
 )
 from brivl.model.pooling import grid_patch_pool, num_patches
+from brivl.model.recompute import Checkpointable, run_block
 from brivl.model.tokenizer import minilm_dir
 
 
@@ -54,13 +55,20 @@ def transformer(width: int, heads: int, layers: int, ffn: int, dropout: float,
     return stack
 
 
-def run_transformer(module: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None) -> torch.Tensor:
+def run_transformer(module: nn.Module, x: torch.Tensor, pad_mask: torch.Tensor | None = None,
+                    owner: Checkpointable | None = None) -> torch.Tensor:
+    """A :func:`transformer` stack on x (B, L, width); layer by layer, each checkpointed, when
+    ``owner`` has gradient checkpointing on."""
     if isinstance(module, nn.Identity):
         return x
+    if owner is not None and owner.grad_checkpointing and torch.is_grad_enabled():
+        for layer in module.layers:
+            x = run_block(owner, layer, x, src_key_padding_mask=pad_mask)
+        return module.norm(x) if module.norm is not None else x
     return module(x, src_key_padding_mask=pad_mask)
 
 
-class TinyCNN(nn.Module):
+class TinyCNN(Checkpointable, nn.Module):
     """A small from-scratch CNN: per stage conv3x3 stride 2 + GroupNorm + ReLU.
 
     GroupNorm (not BatchNorm) keeps each sample's features independent of the batch, so a
@@ -84,7 +92,7 @@ class TinyCNN(nn.Module):
         return x  # nothing is frozen
 
     def forward_trainable(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(x)
+        return run_block(self, self.body, x)
 
 
 def build_backbone(cfg: ImageTowerConfig, load_pretrained: bool) -> nn.Module:
@@ -97,7 +105,7 @@ def build_backbone(cfg: ImageTowerConfig, load_pretrained: bool) -> nn.Module:
     return net
 
 
-class ImageTower(nn.Module):
+class ImageTower(Checkpointable, nn.Module):
     """``forward(pixels (B, 3, H, W) in [0, 1]) -> (B, embed_dim)`` L2-normalised."""
 
     def __init__(self, cfg: ImageTowerConfig, embed_dim: int, load_pretrained: bool = True) -> None:
@@ -126,7 +134,7 @@ class ImageTower(nn.Module):
         fmap = self.backbone.forward_trainable(trunk)  # (B, C, h, w)
         x = grid_patch_pool(fmap, self.scales)  # (B, P, C)
         x = self.patch_proj(x) + self.patch_pos  # (B, P, patch_dim)
-        return run_transformer(self.patch_encoder, x)  # (B, P, patch_dim)
+        return run_transformer(self.patch_encoder, x, owner=self)  # (B, P, patch_dim)
 
     def from_trunk(self, trunk: torch.Tensor) -> torch.Tensor:
         """The embedding from :meth:`trunk`'s output, (B, embed_dim) L2-normalised."""
@@ -137,7 +145,7 @@ class ImageTower(nn.Module):
         return self.from_trunk(self.trunk(pixels))  # (B, embed_dim)
 
 
-class ScratchTextEncoder(nn.Module):
+class ScratchTextEncoder(Checkpointable, nn.Module):
     """Token + position embeddings and a pre-norm Transformer, trained from scratch."""
 
     def __init__(self, cfg: TextTowerConfig) -> None:
@@ -152,7 +160,7 @@ class ScratchTextEncoder(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         if self.frozen_layers <= 0:
-            return run_transformer(self.layers, self.embed(input_ids), attention_mask == 0)
+            return run_transformer(self.layers, self.embed(input_ids), attention_mask == 0, self)
         return self.forward_trainable(self.forward_frozen(input_ids, attention_mask), attention_mask)
 
     def embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -169,7 +177,7 @@ class ScratchTextEncoder(nn.Module):
     def forward_trainable(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The layers above the frozen ones (and the final norm), (B, L, width)."""
         for layer in self.layers.layers[self.frozen_layers:]:
-            x = layer(x, src_key_padding_mask=attention_mask == 0)
+            x = run_block(self, layer, x, src_key_padding_mask=attention_mask == 0)
         return self.layers.norm(x)
 
     def freeze_lower(self, n: int) -> None:
@@ -219,7 +227,7 @@ class HFTextEncoder(nn.Module):
             layer.requires_grad_(False)
 
 
-class TextTower(nn.Module):
+class TextTower(Checkpointable, nn.Module):
     """``forward(input_ids, attention_mask) -> (B, embed_dim)`` L2-normalised."""
 
     def __init__(self, cfg: TextTowerConfig, embed_dim: int, load_pretrained: bool = True) -> None:
@@ -249,7 +257,7 @@ class TextTower(nn.Module):
             x = self.encoder(input_ids, attention_mask)  # (B, L, width)
         else:
             x = self.encoder.forward_trainable(trunk, attention_mask)  # (B, L, width)
-        return run_transformer(self.token_encoder, x, attention_mask == 0)
+        return run_transformer(self.token_encoder, x, attention_mask == 0, self)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.from_trunk(self.trunk(input_ids, attention_mask), input_ids, attention_mask)

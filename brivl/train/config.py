@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -30,16 +31,29 @@ class TrainAugmentConfig:
 
 @dataclass
 class TrainConfig:
-    """One pretraining run. ``steps`` wins over ``epochs`` when both are set."""
+    """One pretraining run. ``train_samples`` wins over ``steps``, ``steps`` over ``epochs``.
+
+    One optimiser step takes ``grad_accum_steps`` micro-batches of ``batch_size`` per worker:
+    the global batch of a step is ``batch_size x workers x grad_accum_steps``, each
+    micro-batch enqueues its own keys, so the queue size must be a multiple of the global
+    micro-batch ``batch_size x workers`` (see :class:`brivl.model.BriVL` for why the step is
+    exactly the step of one big batch).
+    """
 
     model: str = DEFAULT_MODEL  # a name from the model registry (brivl.model.create_model)
     model_overrides: dict[str, Any] = field(default_factory=dict)  # config fields to override
     vocab_size: int = bounded(2000, min=10, max=1_000_000)  # tokenizer trained on the shard
     #                                                        captions (models without one)
-    batch_size: int = bounded(DEFAULT_BATCH_SIZE, min=1, max=65_536)  # per worker
+    batch_size: int = bounded(DEFAULT_BATCH_SIZE, min=1, max=65_536)  # per worker and micro-batch
+    grad_accum_steps: int = bounded(1, min=1, max=65_536)  # micro-batches per optimiser step
     steps: int | None = bounded(DEFAULT_STEPS, min=1, max=100_000_000)  # optimiser steps in
     #                                                        total; None: run ``epochs`` epochs
     epochs: float | None = bounded(None, gt=0, max=1_000_000)
+    train_samples: int | None = bounded(None, min=1, max=10**13)  # samples to train on in
+    #   total (OpenCLIP's --train-num-samples): steps = ceil(train_samples / global batch);
+    #   the data repeats as many passes as that takes
+    resampled: bool = False  # draw every batch's rows with replacement (OpenCLIP's
+    #   --dataset-resampled) instead of one permutation per epoch
     lr: float = bounded(1e-3, gt=0, max=10)  # peak AdamW learning rate
     min_lr: float = bounded(1e-5, min=0, max=10)  # cosine floor
     weight_decay: float = bounded(0.05, min=0, max=10)
@@ -56,6 +70,16 @@ class TrainConfig:
     seed: int = bounded(0, min=0)
     bf16: bool = True  # bf16 autocast when training on a GPU (on CPU only with cpu_bf16)
     cpu_bf16: bool = False  # bf16 autocast on CPU too (see bench/train.py for when it pays)
+    fp16: bool = False  # fp16 autocast with a GradScaler instead of bf16 (GPUs without bf16;
+    #   on CPU it runs too, slowly: for tests)
+    grad_checkpointing: bool = False  # recompute the towers' trainable blocks in backward
+    #   (activation memory for one more forward)
+    compile: bool = False  # torch.compile the towers (opt-in: the first steps pay the compile)
+    compile_backend: str = bounded("inductor", choices=("inductor", "aot_eager", "eager"))
+    channels_last: bool = False  # image towers and pixels in channels-last memory (CNNs on GPUs)
+    fused_adamw: bool = True  # the fused AdamW kernel on CUDA (elsewhere: torch's default)
+    sync_bn: bool = False  # BatchNorm statistics over the global batch across workers
+    #   (towers with unfrozen BatchNorm, e.g. brivl-paper; brivl.model.sync_bn says why SyncBN)
     trunk_cache: bool = False  # keep the frozen trunks' outputs per sample (needs augment off)
     mask_false_negatives: bool = True  # mask queued keys of the same sample or caption
     max_seconds: float | None = bounded(None, gt=0)  # stop after this much training wall
@@ -75,8 +99,9 @@ class TrainConfig:
         problems = []
         if self.batch_size < 1:
             problems.append(f"batch_size={self.batch_size} (accepted: >= 1)")
-        if self.steps is None and self.epochs is None:
-            problems.append("neither steps nor epochs is set (accepted: one of them > 0)")
+        if self.steps is None and self.epochs is None and self.train_samples is None:
+            problems.append("none of steps, epochs, train_samples is set (accepted: one of "
+                            "them > 0)")
         if self.steps is not None and self.steps < 1:
             problems.append(f"steps={self.steps} (accepted: >= 1)")
         if self.epochs is not None and self.epochs <= 0:
@@ -90,6 +115,10 @@ class TrainConfig:
             problems.append("trunk_cache=True with augment.enabled=True (augmentation changes "
                             "the frozen trunk's input every epoch; accepted: augment "
                             "{'enabled': false} with trunk_cache, or trunk_cache=False)")
+        if self.grad_accum_steps < 1:
+            problems.append(f"grad_accum_steps={self.grad_accum_steps} (accepted: >= 1)")
+        if self.train_samples is not None and self.train_samples < 1:
+            problems.append(f"train_samples={self.train_samples} (accepted: >= 1, or null)")
         if self.max_seconds is not None and self.max_seconds <= 0:
             problems.append(f"max_seconds={self.max_seconds} (accepted: > 0, or null)")
         if not 0.0 < self.pretrained_lr_scale <= 1.0:
@@ -108,11 +137,17 @@ class TrainConfig:
         """Build from a dict, every field checked, the model config too (ConfigError)."""
         return check_model(config_from_dict(cls, values, "train"))
 
+    def global_batch(self, world_size: int = 1) -> int:
+        """Samples per optimiser step over all workers and micro-batches."""
+        return self.batch_size * world_size * self.grad_accum_steps
+
     def total_steps(self, samples_per_epoch: int, world_size: int = 1) -> int:
         """Optimiser steps in the run, given the training split's size."""
+        if self.train_samples is not None:
+            return max(1, math.ceil(self.train_samples / self.global_batch(world_size)))
         if self.steps is not None:
             return self.steps
-        per_epoch = max(1, samples_per_epoch // (self.batch_size * world_size))
+        per_epoch = max(1, samples_per_epoch // self.global_batch(world_size))
         return max(1, round(self.epochs * per_epoch))
 
 

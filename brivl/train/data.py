@@ -69,12 +69,15 @@ class ShardBatches:
     Calling the object with ``skip`` yields batch ``skip``, ``skip + 1``, ... forever
     (``decode_augment_batch`` columns). Batch ``b`` of the run is batch ``b % per_epoch`` of
     epoch ``b // per_epoch``; each epoch is a permutation seeded by ``(seed, epoch)``,
-    split round-robin across ``world_size`` workers, incomplete batches dropped.
+    split round-robin across ``world_size`` workers, incomplete batches dropped. With
+    ``resampled`` every global batch is drawn with replacement, seeded by ``(seed, b)``
+    (OpenCLIP's ``--dataset-resampled``: no epochs, any number of samples).
     """
 
     def __init__(self, shard_dir: str | Path, split: str = "train", *, batch_size: int,
                  image_size: int, augment: TrainAugmentConfig | None = None, seed: int = 0,
-                 shuffle: bool = True, rank: int = 0, world_size: int = 1, raw: bool = False) -> None:
+                 shuffle: bool = True, rank: int = 0, world_size: int = 1, raw: bool = False,
+                 resampled: bool = False) -> None:
         data = read_split(shard_dir, split)
         self.images: list[bytes] = data["image"]
         self.captions: list[str] = data["caption"]
@@ -83,6 +86,7 @@ class ShardBatches:
         self.augment, self.seed, self.shuffle = augment, seed, shuffle
         self.rank, self.world_size = rank, world_size
         self.raw = raw  # yield encoded images undecoded (the trainer's trunk cache decodes)
+        self.resampled = resampled
         self.per_epoch = len(self.keys) // (batch_size * world_size)
         self._order: tuple[int, np.ndarray] = (-1, np.arange(0))
         if self.per_epoch == 0:
@@ -98,6 +102,10 @@ class ShardBatches:
 
     def indices(self, batch_number: int) -> np.ndarray:
         """Row indices of this worker's batch ``batch_number`` (no decoding)."""
+        if self.resampled:  # the same global draw on every worker, each takes its slice
+            draw = np.random.default_rng([self.seed, 0x5A11, batch_number])
+            rows = draw.integers(0, len(self.keys), size=self.batch_size * self.world_size)
+            return rows[self.rank :: self.world_size]
         epoch, b = divmod(batch_number, self.per_epoch)
         if self._order[0] != epoch:
             n = len(self.keys)

@@ -4,6 +4,13 @@ It runs alone in one process (a Python iterator over shards) or as the body of a
 worker (the caller passes Ray's dataset iterator and ``ray.train.report``); it never imports
 Ray. With a ``torch.distributed`` process group it averages gradients across workers (the
 model all-gathers its momentum keys itself).
+
+What large runs need, each a :class:`TrainConfig` field: gradient accumulation over
+micro-batches (``grad_accum_steps``), activation checkpointing (``grad_checkpointing``),
+``torch.compile`` of the towers (``compile``), channels-last pixels, fused AdamW on CUDA,
+bf16 or fp16 (with a GradScaler) autocast, SyncBN (``sync_bn``) and sample-count training
+(``train_samples``). A learnt temperature is a model config field (``learn_temperature``:
+the parameter lives in the checkpoint).
 """
 
 from __future__ import annotations
@@ -19,8 +26,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from brivl.model import BriVL, build_config, create_model, load_checkpoint, save_checkpoint
+from brivl.model.distributed import all_gather_cat
+from brivl.model.recompute import set_grad_checkpointing
+from brivl.model.sync_bn import convert_global_batchnorm
 from brivl.model.tokenizer import train_tokenizer
 from brivl.train.augment import decode_augment_batch
 from brivl.train.config import TrainConfig
@@ -71,7 +82,8 @@ def make_optimizer(model: BriVL, config: TrainConfig) -> torch.optim.Optimizer:
     """AdamW over the trainable parameters; no weight decay on biases and norm weights.
 
     The backbones' unfrozen layers learn at ``lr * pretrained_lr_scale`` (group
-    ``lr_scale``), the new layers (patch/token Transformers, heads) at ``lr``.
+    ``lr_scale``), the new layers (patch/token Transformers, heads, a learnt temperature)
+    at ``lr``. The fused kernel on CUDA with ``fused_adamw``.
     """
     groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, p in model.named_parameters():
@@ -83,7 +95,9 @@ def make_optimizer(model: BriVL, config: TrainConfig) -> torch.optim.Optimizer:
          "lr_scale": config.pretrained_lr_scale if backbone else 1.0}
         for (backbone, no_decay), params in sorted(groups.items())
     ]
-    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas)
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    fused = {"fused": True} if config.fused_adamw and on_cuda else {}
+    return torch.optim.AdamW(param_groups, lr=config.lr, betas=config.betas, **fused)
 
 
 def train(
@@ -129,16 +143,22 @@ def train(
         seed_everything(config.seed * 1000 + rank)  # per-worker randomness (dropout)
         step = 0
         previous_metrics = {}
+        saved = {}
     resumed_from_step = step
+    _prepare_model(model, config, device)
     if not config.use_queue and not model.config.in_batch_negatives:
         raise ValueError("use_queue=False leaves no negatives; accepted: use_queue=True, or "
                          "model_overrides={'in_batch_negatives': True}")
+    if config.use_queue:
+        model.check_global_batch(config.batch_size)  # K divisible by the global micro-batch
     samples_per_epoch = samples_per_epoch or getattr(batches, "samples_per_epoch", None)
-    if config.steps is None and not samples_per_epoch:
+    if config.steps is None and config.train_samples is None and not samples_per_epoch:
         raise ValueError("config.epochs needs samples_per_epoch (or batches.samples_per_epoch)")
     total = config.total_steps(samples_per_epoch or 0, world)
     model.train()
     runner = _Runner(config, model, optimizer, device, world, total)
+    if runner.scaler is not None and saved.get("grad_scaler"):
+        runner.scaler.load_state_dict(saved["grad_scaler"])
     source = _start(batches, state["batches_consumed"], prefetch_batches)
     log = Path(checkpoint_dir) / METRICS_LOG if checkpoint_dir and rank == 0 else None
     checkpoint = latest
@@ -156,6 +176,45 @@ def train(
             "samples_seen": state["samples_seen"], "model": model}
 
 
+def _prepare_model(model: BriVL, config: TrainConfig, device: torch.device) -> None:
+    """SyncBN, activation checkpointing, channels-last and compile, as the config asks."""
+    if config.sync_bn:
+        convert_global_batchnorm(model)
+    set_grad_checkpointing(model, config.grad_checkpointing)
+    if config.channels_last:
+        for tower in (model.image_tower, model.image_tower_m):
+            tower.to(memory_format=torch.channels_last)
+    if config.compile:
+        _compile_towers(model, config.compile_backend)
+
+
+def _compile_towers(model: BriVL, backend: str) -> None:
+    """``torch.compile`` each tower's trunk and head part (the model's own bookkeeping, queues
+    and collectives stay eager); the weights and state-dict keys are untouched."""
+    for tower in (model.image_tower, model.text_tower, model.image_tower_m, model.text_tower_m):
+        tower.trunk = torch.compile(tower.trunk, backend=backend)
+        tower.from_trunk = torch.compile(tower.from_trunk, backend=backend)
+
+
+def _next_micro_batches(config: TrainConfig, runner: _Runner, source: Iterator[dict],
+                        state: dict[str, Any], meter: _Meter) -> list[_Prepared] | None:
+    """The ``grad_accum_steps`` micro-batches of one step (None: the data ran out)."""
+    micro: list[_Prepared] = []
+    while len(micro) < config.grad_accum_steps:
+        with meter.waiting():
+            batch = next(source, None)
+        if batch is None:
+            return None  # the data ran out before `total` steps
+        state["batches_consumed"] += 1
+        prepared = runner.prepare(batch)
+        if prepared is None:  # short, or not one decodable image
+            state["skipped_batches"] += 1
+            continue
+        state["bad_samples"] += prepared.bad
+        micro.append(prepared)
+    return micro
+
+
 def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: dict[str, Any],
           meter: _Meter, step: int, total: int, report: Report | None,
           checkpoint_dir: str | Path | None, checkpoint: Path | None, log: Path | None,
@@ -163,19 +222,12 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
     """Steps until ``total`` (or the data ends); reports and checkpoints on schedule."""
     model, optimizer, world = runner.model, runner.optimizer, runner.world
     while step < total:
-        with meter.waiting():
-            batch = next(source, None)
-        if batch is None:
-            break  # the data ran out before `total` steps
-        state["batches_consumed"] += 1
-        prepared = runner.prepare(batch)
-        if prepared is None:  # short, or not one decodable image
-            state["skipped_batches"] += 1
-            continue
-        state["bad_samples"] += prepared.bad
-        out = runner.step(step, prepared)
+        micro = _next_micro_batches(config, runner, source, state, meter)
+        if micro is None:
+            break
+        out = runner.step(step, micro)
         step += 1
-        state["samples_seen"] += config.batch_size * world
+        state["samples_seen"] += config.global_batch(world)
         meter.add(out)
         if config.max_seconds is not None and meter.elapsed() >= config.max_seconds:
             total = step  # the time budget is spent: this step is the last
@@ -188,7 +240,8 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
             checkpoint = save_training_checkpoint(
                 checkpoint_dir, step, model, optimizer,
                 {**state, "epoch": _epoch(state, samples_per_epoch),
-                 "total_steps": total, "config": config.to_dict(), "metrics": last},
+                 "total_steps": total, "config": config.to_dict(), "metrics": last,
+                 **runner.extra_state()},
                 keep=config.keep_checkpoints)
     return step, checkpoint, last
 
@@ -214,7 +267,12 @@ class _Runner:
         self.config, self.model, self.optimizer = config, model, optimizer
         self.device, self.world, self.total = device, world, total
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
-        self.autocast = config.bf16 and (device.type == "cuda" or config.cpu_bf16)
+        if config.fp16:  # fp16 wins over bf16; its small range needs loss scaling
+            self.autocast, self.amp_dtype = True, torch.float16
+            self.scaler: torch.amp.GradScaler | None = torch.amp.GradScaler(device.type)
+        else:
+            self.autocast = config.bf16 and (device.type == "cuda" or config.cpu_bf16)
+            self.amp_dtype, self.scaler = torch.bfloat16, None
         self.lr = self.momentum = 0.0
         self.grad_norm = torch.zeros((), device=device)
         self.trunk_cache = TrunkCache(bf16=self.autocast) if config.trunk_cache else None
@@ -243,6 +301,8 @@ class _Runner:
         pixels = pixels.to(self.device, non_blocking=True)
         if pixels.dtype == torch.uint8:
             pixels = pixels.float().div_(255.0)
+        if self.config.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
         return _Prepared(pixels, captions, keys, self._tokens(captions), bad=int((~valid).sum()))
 
     def _prepare_cached(self, batch: dict[str, Any], captions: list[str], keys: list[str]) -> _Prepared | None:
@@ -268,37 +328,112 @@ class _Runner:
         return out["pixels"], out["valid"]
 
     def _tokens(self, captions: list[str]) -> dict[str, torch.Tensor]:
-        return {k: v.to(self.device) for k, v in self.model.tokenize(captions).items()}
+        tokens = self.model.tokenize(captions)  # one batched call (the tokenizers library)
+        if self.config.compile:  # one static shape: no recompiles for every caption length
+            tok = self.model.tokenizer
+            extra = tok.max_length - tokens["input_ids"].shape[1]
+            tokens = {"input_ids": F.pad(tokens["input_ids"], (0, extra), value=tok.pad_id),
+                      "attention_mask": F.pad(tokens["attention_mask"], (0, extra), value=0)}
+        return {k: v.to(self.device) for k, v in tokens.items()}
 
-    def step(self, step: int, batch: _Prepared) -> dict[str, torch.Tensor]:
+    def step(self, step: int, micro: list[_Prepared]) -> dict[str, torch.Tensor]:
+        """One optimiser step over the micro-batches of ``micro``; their mean metrics."""
+        out = self.backward(step, micro)
+        self.apply()
+        return out
+
+    def backward(self, step: int, micro: list[_Prepared]) -> dict[str, torch.Tensor]:
+        """Schedules, EMA update, forward and backward of every micro-batch, keys enqueued;
+        the gradient of the step's loss is left in ``.grad`` (not yet averaged over workers)."""
         cfg = self.config
         self.lr = lr_at(step, self.total, cfg.lr, cfg.warmup_steps, cfg.min_lr)
         self.momentum = momentum_at(step, self.total, cfg.momentum_start, cfg.momentum_end)
         for group in self.optimizer.param_groups:
             group["lr"] = self.lr * group.get("lr_scale", 1.0)
-        ids = {}
-        if cfg.mask_false_negatives:
-            sample_ids, caption_ids = batch_ids(batch.keys, batch.captions)
-            ids = {"sample_ids": sample_ids.to(self.device), "caption_ids": caption_ids.to(self.device)}
+        if len(micro) == 1:
+            out = self._forward(micro[0], momentum=self.momentum, enqueue=cfg.use_queue)
+            self._backward(out["loss"])
+            return {k: out[k].detach() for k in METRIC_NAMES}
+        return self._accumulate(micro)
+
+    def _accumulate(self, micro: list[_Prepared]) -> dict[str, torch.Tensor]:
+        """N micro-batches as one batch of N x B (see :class:`brivl.model.BriVL`): one EMA
+        update, the whole step's keys first when negatives are in-batch, the queue read as
+        at the step's start, each micro-batch's keys enqueued after the last backward."""
+        model, n = self.model, len(micro)
+        model.momentum_update(self.momentum)
+        batch_keys = None
+        if model.config.in_batch_negatives:
+            with self._autocast():
+                keys = [model.momentum_keys(m.pixels, m.tokens["input_ids"],
+                                            m.tokens["attention_mask"], m.image_trunk,
+                                            m.text_trunk) for m in micro]
+            batch_keys = (torch.cat([all_gather_cat(k[0]) for k in keys]),  # (N x B_global, D)
+                          torch.cat([all_gather_cat(k[1]) for k in keys]))
+        rank = dist.get_rank() if self.world > 1 else 0
+        sums: dict[str, torch.Tensor] = {}
+        enqueue = []
+        for j, m in enumerate(micro):
+            offset = (j * self.world + rank) * self.config.batch_size
+            out = self._forward(m, momentum=None, enqueue=False,
+                                batch_keys=None if batch_keys is None else (*batch_keys, offset))
+            self._backward(out["loss"] / n)
+            for k in METRIC_NAMES:
+                sums[k] = sums.get(k, 0.0) + out[k].detach() / n
+            enqueue.append((out["image_key"].detach(), out["text_key"].detach(), self._ids(m)))
+        if self.config.use_queue:
+            for k_img, k_txt, ids in enqueue:
+                model.enqueue(k_img, k_txt, ids.get("sample_ids"), ids.get("caption_ids"))
+        return sums
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.autocast)
+
+    def _ids(self, batch: _Prepared) -> dict[str, torch.Tensor]:
+        if not self.config.mask_false_negatives:
+            return {}
+        sample_ids, caption_ids = batch_ids(batch.keys, batch.captions)
+        return {"sample_ids": sample_ids.to(self.device), "caption_ids": caption_ids.to(self.device)}
+
+    def _forward(self, batch: _Prepared, **kwargs: Any) -> dict[str, torch.Tensor]:
         tokens = batch.tokens
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            out = self.model(batch.pixels, tokens["input_ids"], tokens["attention_mask"],
-                             momentum=self.momentum, enqueue=cfg.use_queue, **ids,
-                             image_trunk=batch.image_trunk, text_trunk=batch.text_trunk)
-        out["loss"].backward()
+        with self._autocast():
+            return self.model(batch.pixels, tokens["input_ids"], tokens["attention_mask"],
+                              **self._ids(batch), image_trunk=batch.image_trunk,
+                              text_trunk=batch.text_trunk, **kwargs)
+
+    def _backward(self, loss: torch.Tensor) -> None:
+        (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+
+    def apply(self) -> None:
+        """Average gradients over workers, unscale (fp16), clip, optimiser step, clamp a
+        learnt temperature."""
         if self.world > 1:
             _average_gradients(self.params, self.world)
-        if cfg.grad_clip is not None:
-            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.grad_clip is not None:
+            self.grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when a gradient is inf/nan
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {k: out[k].detach() for k in ("loss", "loss_i2t", "loss_t2i", "acc_i2t", "acc_t2i")}
+        self.model.clamp_temperature()
+
+    def extra_state(self) -> dict[str, Any]:
+        """JSON state a checkpoint needs beyond model and optimizer (the GradScaler's)."""
+        return {"grad_scaler": self.scaler.state_dict()} if self.scaler is not None else {}
+
+
+METRIC_NAMES = ("loss", "loss_i2t", "loss_t2i", "acc_i2t", "acc_t2i")
 
 
 class _Meter:
     """Accumulates step outputs and time spent waiting for data between reports."""
 
-    NAMES = ("loss", "loss_i2t", "loss_t2i", "acc_i2t", "acc_t2i")
+    NAMES = METRIC_NAMES
 
     def __init__(self) -> None:
         self.start = self.interval_start = time.perf_counter()
@@ -336,7 +471,8 @@ class _Meter:
             "momentum": runner.momentum,
             "queue_fill": model.queue_fill(),
             "grad_norm": float(runner.grad_norm),
-            "samples_per_s": self.steps * runner.config.batch_size * runner.world / max(elapsed, 1e-9),
+            "samples_per_s": (self.steps * runner.config.global_batch(runner.world)
+                              / max(elapsed, 1e-9)),
             "data_wait_frac": wait / max(elapsed, 1e-9),
             "samples_seen": state["samples_seen"],
             "bad_samples": state["bad_samples"],
@@ -344,6 +480,10 @@ class _Meter:
             "elapsed_s": now - self.start,
             "torch_threads": torch.get_num_threads(),
         }
+        if model.config.learn_temperature:
+            metrics["temperature"] = float(model.temperature().detach())
+        if runner.scaler is not None:
+            metrics["grad_scale"] = float(runner.scaler.get_scale())
         self.interval_start, self.wait, self.sums, self.steps = now, 0.0, None, 0
         return metrics
 
@@ -402,13 +542,14 @@ def _start(batches: Any, skip: int, depth: int) -> Generator[dict, None, None]:
 
 
 def _check_resumable(saved: dict[str, Any], config: TrainConfig, path: Path) -> None:
-    before = saved.get("config", {}).get("batch_size")
-    if before is not None and before != config.batch_size:
-        raise ValueError(
-            f"{path}: checkpoint was trained with batch_size={before}, this run asks for "
-            f"{config.batch_size}; accepted: the same batch size, or resume=False / a new "
-            "checkpoint directory"
-        )
+    for name in ("batch_size", "grad_accum_steps"):  # what the data position depends on
+        before = saved.get("config", {}).get(name)
+        if before is not None and before != getattr(config, name):
+            raise ValueError(
+                f"{path}: checkpoint was trained with {name}={before}, this run asks for "
+                f"{getattr(config, name)}; accepted: the same {name}, or resume=False / a new "
+                "checkpoint directory"
+            )
 
 
 def _epoch(state: dict[str, Any], samples_per_epoch: int | None) -> float:
