@@ -77,3 +77,69 @@ def test_random_resized_crop_box_stays_inside_and_respects_the_scale() -> None:
         assert 0 <= left < right <= 100 and 0 <= top < bottom <= 50
     # an impossible request falls back to a centred crop within the ratio range
     assert random_resized_crop_box(100, 10, (1.0, 1.0), (1.0, 1.0), rng) == (45, 0, 55, 10)
+
+
+def _reference_colour(pixels: np.ndarray, aug: TrainAugmentConfig,
+                      rngs: list[np.random.Generator]) -> np.ndarray:
+    """The batch-vectorised colour jitter the per-image fast path replaced (same maths)."""
+    grey_w = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    rgb2yiq = np.array([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
+                       dtype=np.float32)
+    n = len(rngs)
+    draws = np.array([r.random(6) for r in rngs], dtype=np.float32)
+    jitter, grey = draws[:, 0] < aug.jitter_p, draws[:, 5] < aug.grayscale_p
+    x = pixels.astype(np.float32) / 255.0
+
+    def factor(u: np.ndarray, strength: float) -> np.ndarray:
+        return np.where(jitter, 1.0 + strength * (2.0 * u - 1.0), 1.0).reshape(n, 1, 1, 1).astype(np.float32)
+
+    def luma(x: np.ndarray) -> np.ndarray:
+        return np.einsum("c,bchw->bhw", grey_w, x)[:, None]
+
+    x = np.clip(x * factor(draws[:, 1], aug.brightness), 0.0, 1.0)
+    mean = luma(x).mean(axis=(2, 3), keepdims=True)
+    x = np.clip((x - mean) * factor(draws[:, 2], aug.contrast) + mean, 0.0, 1.0)
+    x = np.clip((x - luma(x)) * factor(draws[:, 3], aug.saturation) + luma(x), 0.0, 1.0)
+    theta = (np.where(jitter, aug.hue * (2.0 * draws[:, 4] - 1.0), 0.0) * 2.0 * np.pi).astype(np.float32)
+    rot = np.zeros((n, 3, 3), dtype=np.float32)
+    rot[:, 0, 0] = 1.0
+    rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = (np.cos(theta), -np.sin(theta),
+                                                              np.sin(theta), np.cos(theta))
+    mats = np.linalg.inv(rgb2yiq).astype(np.float32)[None] @ rot @ rgb2yiq[None]
+    x = np.clip(np.einsum("bij,bjhw->bihw", mats, x), 0.0, 1.0)
+    x = np.where(grey.reshape(n, 1, 1, 1), np.repeat(luma(x), 3, axis=1), x)
+    return np.round(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def test_per_image_colour_jitter_equals_the_batch_reference() -> None:
+    from brivl.train.augment import colour_jitter
+
+    aug = TrainAugmentConfig()
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 3, 20, 20), dtype=np.uint8)
+    expected = _reference_colour(pixels, aug, [np.random.default_rng(i) for i in range(32)])
+    got = np.stack([colour_jitter(p, aug, np.random.default_rng(i).random(6).astype(np.float32))
+                    for i, p in enumerate(pixels)])
+    assert np.abs(got.astype(int) - expected).max() <= 1  # float rounding only
+    assert (got != pixels).any(axis=(1, 2, 3)).sum() > 20  # most images were changed
+
+
+def test_the_draft_decode_keeps_the_crop_geometry_and_size() -> None:
+    """Image.draft (reduced DCT scale) gives the crop a full decode gives, at the same size."""
+    y, x = np.mgrid[0:600, 0:800]
+    img = np.stack([x % 256, y % 256, (x + y) % 256], -1).astype(np.uint8)  # position-coded
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="JPEG", quality=95)
+    batch = {"image": [buf.getvalue()] * 4, "caption": ["x"] * 4, "key": list("abcd")}
+    aug = TrainAugmentConfig(crop_scale=(0.9, 1.0), jitter_p=0.0, grayscale_p=0.0, hflip_p=0.0)
+    fast = decode_augment_batch(batch, image_size=64, augment=aug, seed=3)["pixels"]
+    draft = Image.Image.draft
+    Image.Image.draft = lambda self, mode, size: None  # full decode
+    try:
+        full = decode_augment_batch(batch, image_size=64, augment=aug, seed=3)["pixels"]
+    finally:
+        Image.Image.draft = draft
+    with Image.open(io.BytesIO(buf.getvalue())) as probe:
+        probe.draft("RGB", (64 * 800 // 720 + 1, 64 * 600 // 540 + 1))
+        assert probe.size[0] <= 400  # the DCT scaling did reduce the decode
+    assert fast.shape == full.shape == (4, 3, 64, 64)
+    assert np.abs(fast.astype(int) - full).mean() < 4  # same crop: position-coded pixels agree
