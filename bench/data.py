@@ -357,7 +357,7 @@ def raw_pyarrow_write(filter_dir: Path, out: Path, rows_per_file: int, row_group
     out.mkdir(parents=True, exist_ok=True)
     names = ["candidate_id", "jpg", "caption", "width", "height", "sha256", "url", "page_url",
              "source_sha256", "face_count", "face_boxes", "licence", "licence_source",
-             "copyright"]  # the shard's columns, in its order
+             "copyright", "brivl_score"]  # the shard's columns, in its order
     pending: list[pa.Table] = []
     count = index = 0
     for path in sorted((filter_dir / "kept").glob("*.parquet")):

@@ -25,10 +25,12 @@ from brivl.errors import InputError, SchemaError
 STRING = "string"
 BINARY = "binary"
 INTEGER = "integer"
+FLOAT = "float"
 _KINDS: dict[str, tuple[Callable[[pa.DataType], bool], str]] = {
     STRING: (lambda t: pat.is_string(t) or pat.is_large_string(t), "string"),
     BINARY: (lambda t: pat.is_binary(t) or pat.is_large_binary(t), "binary (encoded bytes)"),
     INTEGER: (pat.is_integer, "an integer type"),
+    FLOAT: (pat.is_floating, "a floating-point type"),
 }
 READ_ERRORS = (pa.ArrowException, OSError)  # what pyarrow raises on a damaged file
 

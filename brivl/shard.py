@@ -4,7 +4,8 @@ Layout of a shard directory::
 
     train/part-00000.parquet ...   key, image (JPEG bytes), caption, width, height, sha256, url,
                                    page_url, source_sha256, face_count, face_boxes,
-                                   licence, licence_source, copyright (as the page declared)
+                                   licence, licence_source, copyright (as the page declared),
+                                   brivl_score
     val/part-00000.parquet ...
     rejected/part-00000.parquet    input rows not sharded (key, source, row, reason, detail):
                                    no key, duplicate key, no or undecodable image, and the
@@ -24,6 +25,11 @@ Layout of a shard directory::
 * Each shard is written to a hidden temporary name and renamed when complete. A rerun after a
   crash (even SIGKILL) skips the shards that exist - their rows are known from the plan, so
   their images are not even read - and writes the rest: the same rows as an uninterrupted run.
+* The columns after ``url`` are copied from the input as they are, and null where it lacks
+  them. ``brivl_score`` (float32, the filter's model-score cosine) is always present and
+  null unless the filter ran its model-score rule: one schema for every shard directory,
+  whichever rules ran. Shards written before it existed lack the column; readers select
+  the columns they need by name, so they read both.
 * Non-JPEG inputs are re-encoded to JPEG; ``sha256``, ``width`` and ``height`` describe the
   bytes written.
 * Input columns are checked first (a SchemaError names the file and column). Rows are
@@ -55,6 +61,7 @@ from brivl.config_parse import bounded, config_from_dict
 from brivl.errors import InputError
 from brivl.parquet_input import (
     BINARY,
+    FLOAT,
     INTEGER,
     READ_ERRORS,
     STRING,
@@ -70,11 +77,12 @@ SPLITS = ("train", "val")
 PLAN_NAME = ".shard_plan.json"  # hidden: which plan the existing shard files belong to
 SLOW_ENV = "BRIVL_SHARD_DELAY_S"  # test hook: sleep this long after each shard is written
 # copied from the input as they are (null when the input lacks them): where the pair came
-# from and what the filter's face rule found (face_boxes: JSON [[x, y, w, h], ...])
+# from, what the filter's face rule found (face_boxes: JSON [[x, y, w, h], ...]) and its
+# model-score rule's image-caption cosine
 PASSED_THROUGH = {"page_url": pa.string(), "source_sha256": pa.string(),
                   "face_count": pa.int32(), "face_boxes": pa.string(),
                   "licence": pa.string(), "licence_source": pa.string(),
-                  "copyright": pa.string()}
+                  "copyright": pa.string(), "brivl_score": pa.float32()}
 SHARD_SCHEMA = pa.schema(
     [
         ("key", pa.string()),
@@ -97,6 +105,15 @@ REJECTED_SCHEMA = pa.schema(
         ("detail", pa.string()),
     ]
 )
+
+
+def _input_kind(kind: pa.DataType) -> str:
+    """The input column kind accepted for a passed-through column of type ``kind``."""
+    if pa.types.is_integer(kind):
+        return INTEGER
+    return FLOAT if pa.types.is_floating(kind) else STRING
+
+
 # what shard reads of an input file, with the column types it accepts
 INPUT_COLUMNS = {
     "key": Column(("candidate_id", "key"), (STRING, INTEGER)),
@@ -106,8 +123,8 @@ INPUT_COLUMNS = {
     "width": Column(("width",), (INTEGER,), required=False),
     "height": Column(("height",), (INTEGER,), required=False),
     "sha256": Column(("sha256",), required=False),
-    **{name: Column((name,), (INTEGER,) if pa.types.is_integer(kind) else (STRING,),
-                    required=False) for name, kind in PASSED_THROUGH.items()},
+    **{name: Column((name,), (_input_kind(kind),), required=False)
+       for name, kind in PASSED_THROUGH.items()},
 }
 TRAIN, VAL, REJECTED = 0, 1, -1  # where the plan routes a row
 _JPEG_MAGIC = b"\xff\xd8\xff"

@@ -116,6 +116,24 @@ def test_threshold_cuts_at_its_value_and_off_leaves_the_column_empty(setup: dict
     assert kept.column("brivl_score").null_count == kept.num_rows == 26
 
 
+def test_the_shards_carry_the_score_and_a_null_without_the_rule(setup: dict) -> None:
+    from brivl.shard import read_shard_table, write_shards
+
+    root = setup["root"]
+    for name in ("top", "off"):  # the filter outputs of the two tests above
+        write_shards(root / name, root / f"shards-{name}", {"val_fraction": 0.3})
+    kept = pq.read_table(root / "top" / "kept", columns=["candidate_id", "brivl_score"])
+    want = dict(zip(*(kept[c].to_pylist() for c in kept.column_names), strict=True))
+    got = {}
+    for split in ("train", "val"):
+        table = read_shard_table(root / "shards-top", split, ["key", "brivl_score"])
+        assert table.schema.field("brivl_score").type == pa.float32()
+        got.update(zip(*(table[c].to_pylist() for c in table.column_names), strict=True))
+    assert got == want and None not in got.values()
+    off = read_shard_table(root / "shards-off", "train", ["brivl_score"]).column(0)
+    assert len(off) > 0 and off.null_count == len(off)  # no rule: null, same schema
+
+
 def test_config_needs_one_cut_and_a_known_model() -> None:
     with pytest.raises(ConfigError, match="exactly one"):
         FilterConfig.from_dict({"model_score": "brivl-lite"})

@@ -90,7 +90,9 @@ def test_shards_have_fixed_rows_stable_order_and_describe_their_bytes(tmp_path: 
     assert first.metadata.num_row_groups == 3  # 8 rows in groups of 3: streamable pieces
     assert first.schema_arrow.names == ["key", "image", "caption", "width", "height", "sha256", "url",
                                         "page_url", "source_sha256", "face_count", "face_boxes",
-                                        "licence", "licence_source", "copyright"]
+                                        "licence", "licence_source", "copyright",
+                                        "brivl_score"]
+    assert first.schema_arrow.field("brivl_score").type == pa.float32()
     for row in rows["train"] + rows["val"]:
         assert row["image"][:3] == b"\xff\xd8\xff"  # PNG inputs were re-encoded to JPEG
         assert row["sha256"] == hashlib.sha256(row["image"]).hexdigest()
@@ -225,6 +227,8 @@ def test_input_schema_errors_name_the_file_and_the_column(tmp_path: Path) -> Non
                    r"intcap/b\.parquet: column 'caption' is int64; accepted: string"),
         "strwidth": ({"key": ["a"], "caption": ["x"], "jpg": [encoded(1)], "width": ["40"]},
                      r"strwidth/b\.parquet: column 'width' is string; accepted: an integer"),
+        "strscore": ({"key": ["a"], "caption": ["x"], "jpg": [encoded(1)], "brivl_score": ["0.3"]},
+                     r"strscore/b\.parquet: column 'brivl_score' is string; accepted: a floating"),
     }
     for name, (columns, message) in cases.items():
         (tmp_path / name).mkdir()
