@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export BRIVL_HOME ?= $(CURDIR)/.brivl
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint bench serve stop clean
+.PHONY: help install run test test-ui lint bench serve stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ run: install ## serve the demo web and run the whole pipeline on it
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest -q
+
+test-ui: install ## browser tests of the MLflow, search and Prefect UIs (installs Debian's chromium)
+	command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium \
+	  || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	$(BIN)/python -m pytest -q -m ui tests/ui
+	@echo "screenshots: $${BRIVL_UI_SHOTS:-test-artifacts/ui}/"
 
 lint: install ## ruff
 	$(BIN)/ruff check .

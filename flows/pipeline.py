@@ -23,6 +23,7 @@ from flows.checks import STAGES, check_pipeline_config  # noqa: E402
 from flows.data import data_flow  # noqa: E402
 from flows.retrain import DEFAULT_PRIMARY_METRIC, retrain_flow  # noqa: E402
 from flows.runs import pipeline_run  # noqa: E402
+from tasks import tracking  # noqa: E402
 from tasks.index import index_task  # noqa: E402
 from tasks.interpret import prompt_grid_task, train_generator_task  # noqa: E402
 
@@ -115,6 +116,7 @@ def pipeline_flow(seeds: list[str], config: dict[str, Any] | None = None) -> dic
     out: dict[str, Any] = {"seeds": seeds}
     with pipeline_run("pipeline", {"seeds": " ".join(seeds)}) as run_id:
         out["mlflow_run_id"] = run_id
+        out["mlflow_experiment_id"] = tracking.ensure_experiment()
         data = data_flow(seeds, cfg["crawl"], cfg["download"], cfg["filter"], cfg["shard"],
                          eval_sets=cfg["eval_sets"] or None)
         out["data"] = data

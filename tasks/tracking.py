@@ -57,17 +57,30 @@ def tracking_uri() -> str:
     return os.environ["MLFLOW_TRACKING_URI"]
 
 
+UI_PORT = 5000
+
+
 def ui_command() -> str:
-    """The shell command that opens the MLflow UI on this tracking store."""
-    return f"mlflow ui --backend-store-uri '{tracking_uri()}' --host 127.0.0.1 --port 5000"
+    """The shell command that opens the MLflow UI on this tracking store (without the job
+    runner ``mlflow server`` would otherwise start)."""
+    return ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri "
+            f"'{tracking_uri()}' --host 127.0.0.1 --port {UI_PORT}")
+
+
+def ui_runs_url(experiment_id: str, port: int = UI_PORT) -> str:
+    """The experiment's runs table in the MLflow UI. MLflow 3.17's UI picks its GenAI or
+    model-training views from a browser-wide toggle (GenAI unless changed), not from the
+    experiment's kind tag: ``workflowType=machine_learning`` in the link selects training."""
+    return (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs"
+            "?workflowType=machine_learning")
 
 
 def _is_local(uri: str) -> bool:
     return uri.split(":", 1)[0] in ("sqlite", "file", "postgresql", "mysql") or "://" not in uri
 
 
-# MLflow 3's UI opens an experiment of this kind on its training-runs table, not on the GenAI
-# overview ("Traces 0") it shows for an experiment of unknown kind.
+# MLflow 3 names an experiment of this kind "Machine learning"; 3.17's UI still opens on the
+# GenAI overview unless the link says workflowType=machine_learning (see ui_runs_url)
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 

@@ -132,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
 def print_summary(result: dict[str, Any], seconds: float) -> None:
     """The closing summary: counts per stage, metrics, model URI, how to open the UIs."""
     from brivl.report import print_table
-    from tasks.tracking import ui_command
+    from tasks.tracking import ui_command, ui_runs_url
 
     print_table("Rows per stage", stage_rows(result["data"]))
     print_table("Rejected by reason", rejection_rows(result["data"]))
@@ -167,6 +167,8 @@ def print_summary(result: dict[str, Any], seconds: float) -> None:
         "prompt grid": result.get("prompt_grid", "-"),
         "Prefect UI": "make serve, then http://127.0.0.1:4200",
         "MLflow UI": ui_command(),
+        "MLflow runs": ui_runs_url(result["mlflow_experiment_id"])
+        if result.get("mlflow_experiment_id") else "-",
         "wall time": f"{seconds:.0f} s",
     })
     print_table("Next", extras)
