@@ -5,8 +5,9 @@ reports of the stages before it - the filter output the shards were made from, a
 download output that filter read, found through their manifests - and returns a JSON-able
 dict: rows per split; domains (page host); caption languages; caption-length and image-size
 histograms; the reject funnel (download, filter, shard: rows in, rows out, rejected by
-reason); licences as the pages declared them; faces found, blurred and dropped.
-:func:`write_datasheet` writes it as ``datasheet.json`` and ``datasheet.md``.
+reason, then the rows removed by take-downs); licences as the pages declared them; faces
+found, blurred and dropped. :func:`write_datasheet` writes it as ``datasheet.json`` and
+``datasheet.md``; a take-down (:mod:`brivl.takedown`) writes it again from the rows left.
 """
 
 from __future__ import annotations
@@ -76,9 +77,10 @@ def shard_rows(shard_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return out
 
 
-def funnel(shard_dir: Path, input_dir: Path | None, shard_counts: dict[str, int]
-           ) -> list[dict[str, Any]]:
-    """Rows in, out and rejected by reason for download, filter and shard (those found)."""
+def funnel(shard_dir: Path, input_dir: Path | None, shard_counts: dict[str, int],
+           taken_down: int = 0) -> list[dict[str, Any]]:
+    """Rows in, out and rejected by reason for download, filter and shard (those found), and
+    the take-downs when ``taken_down`` rows have been removed from the shards since."""
     steps = []
     filter_manifest = _read_json(input_dir / "_manifest.json") if input_dir else None
     if filter_manifest and filter_manifest.get("stage") == "filter":
@@ -96,13 +98,19 @@ def funnel(shard_dir: Path, input_dir: Path | None, shard_counts: dict[str, int]
     for path in sorted((shard_dir / "rejected").glob("*.parquet")):
         rejected.update(pq.read_table(path, columns=["reason"])["reason"].to_pylist())
     total = shard_counts.get("train", 0) + shard_counts.get("val", 0)
-    steps.append({"stage": "shard", "in": total + sum(rejected.values()), "out": total,
+    sharded = total + taken_down
+    steps.append({"stage": "shard", "in": sharded + sum(rejected.values()), "out": sharded,
                   "rejected": dict(sorted(rejected.items()))})
+    if taken_down:
+        steps.append({"stage": "takedown", "in": sharded, "out": total,
+                      "rejected": {"takedown": taken_down}})
     return steps
 
 
-def build_datasheet(shard_dir: str | Path, input_dir: str | Path | None = None) -> dict[str, Any]:
-    """The datasheet of ``shard_dir``, made from ``input_dir`` (a filter output, or any)."""
+def build_datasheet(shard_dir: str | Path, input_dir: str | Path | None = None,
+                    taken_down: int = 0) -> dict[str, Any]:
+    """The datasheet of ``shard_dir``, made from ``input_dir`` (a filter output, or any);
+    ``taken_down``: rows removed from the shards by take-downs so far."""
     shard_dir = Path(shard_dir)
     input_dir = Path(input_dir) if input_dir else None
     splits = shard_rows(shard_dir)
@@ -119,7 +127,7 @@ def build_datasheet(shard_dir: str | Path, input_dir: str | Path | None = None) 
                                     CAPTION_WORD_BINS, "words"),
         "image_shorter_side": _histogram([min(r["width"] or 0, r["height"] or 0) for r in rows],
                                          IMAGE_SIDE_BINS, "px"),
-        "funnel": funnel(shard_dir, input_dir, counts),
+        "funnel": funnel(shard_dir, input_dir, counts, taken_down),
         "licences": _top(Counter(r.get("licence") or NOT_DECLARED for r in rows)),
         "faces": {
             "policy": report.get("faces", {}).get("policy") if report else None,

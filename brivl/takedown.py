@@ -8,7 +8,9 @@ match are not touched. :func:`supersede_manifest` then writes the directory's ne
 (file checksums recomputed, row counts lowered) whose ``extra.takedown`` names the manifest
 it replaces and how many rows went; the old manifest is kept beside it as
 ``.superseded-<hash>.json``. The stage's key (inputs, config, code version) is unchanged, so
-a rerun of the stage reuses the cleaned directory instead of rebuilding the removed rows.
+a rerun of the stage reuses the cleaned directory instead of rebuilding the removed rows. A
+shard directory's datasheet (:mod:`brivl.datasheet`), when it has one, is written again from
+the rows left, its funnel ending with the rows taken down.
 
 The index has its own step (:mod:`brivl.retrieval.takedown`); tagging model versions is
 the task's (:mod:`tasks.takedown`), as brivl never imports MLflow.
@@ -30,7 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from brivl import manifest
+from brivl import datasheet, manifest
 from brivl.errors import InputError
 
 URL_COLUMNS = ("url", "page_url")  # an image's own URL, the page it was found on
@@ -233,4 +235,18 @@ def takedown_shards(shard_dir: str | Path, request: Request) -> tuple[Removal, d
         for entry in extra.get("shards", {}).get(split, []):
             if entry.get("file") == rel:
                 entry["rows"] = int(entry["rows"]) - n
+    if (shard_dir / datasheet.JSON_NAME).is_file():  # the datasheet describes the rows left
+        input_dir = extra.get("input_dir") or None
+        earlier = _removed_before(old.get("extra", {}).get("takedown"))
+        datasheet.write_datasheet(shard_dir, datasheet.build_datasheet(
+            shard_dir, input_dir, taken_down=earlier + removal.count))
     return removal, supersede_manifest(shard_dir, old, removal, request, counts, extra)
+
+
+def _removed_before(note: dict[str, Any] | None) -> int:
+    """Rows removed by the take-downs a manifest's ``extra.takedown`` chain records."""
+    total = 0
+    while note:
+        total += int(note.get("removed", 0))
+        note = note.get("earlier")
+    return total

@@ -1,7 +1,7 @@
 """Take-downs across a project home: shards, the indices built from them, model versions.
 
 :func:`run_takedown` removes the requested rows from every shard directory (each under its
-stage lock), then from every index directory built from an affected shard directory (by
+stage lock; its datasheet is written again), then from every index directory built from an affected shard directory (by
 the removed rows' keys) or holding a requested image URL, and tags every registered model
 version whose lineage names an affected shard manifest - the one a take-down replaced or
 any it superseded earlier - with ``takedown_pending=<rows removed from its shards>`` (added

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from brivl import manifest
+from brivl.datasheet import build_datasheet, write_datasheet
 from brivl.errors import InputError
 from brivl.takedown import Request
 
@@ -40,6 +41,7 @@ def _shards(root: Path, start: int, n_train: int, n_val: int) -> Path:
         (root / split).mkdir(parents=True)
         pq.write_table(pa.Table.from_pylist(items, schema=corpus.SCHEMA),
                        root / split / "part-00000.parquet", row_group_size=4)
+    write_datasheet(root, build_datasheet(root))  # as the shard stage does, before its manifest
     manifest.write_manifest(root, stage="shard", config={"row_group_rows": 4}, inputs=[f"f{start}"],
                             code_version="test", row_counts={"train": n_train, "val": n_val,
                                                              "total": n_train + n_val})
@@ -114,6 +116,7 @@ def test_takedown_removes_rows_tags_models_and_leaves_the_rest(tmp_path: Path) -
     assert new_a["row_counts"] == {"train": 11, "val": 3, "total": 14}
     assert manifest.manifest_key(new_a) == manifest.manifest_key(old_a)  # still the same stage run
     assert json.loads((trained / f".superseded-{old_a['hash']}.json").read_text()) == old_a
+    _assert_datasheet(trained, {"train": 11, "val": 3, "total": 14}, removed=2)
 
     # the index: rows gone from the metadata, the embeddings and both faiss indices
     new_index = manifest.verify(index)
@@ -155,6 +158,22 @@ def test_takedown_removes_rows_tags_models_and_leaves_the_rest(tmp_path: Path) -
     chain = manifest.read_manifest(trained)["extra"]["takedown"]
     assert chain["supersedes"] == new_a["hash"] and chain["earlier"]["supersedes"] == old_a["hash"]
     assert manifest.read_manifest(index)["row_counts"]["indexed"] == 13
+    _assert_datasheet(trained, {"train": 11, "val": 2, "total": 13}, removed=3)
+
+
+def _assert_datasheet(shards: Path, rows: dict[str, int], removed: int) -> None:
+    """The datasheet was written again: the rows left, a funnel ending with the take-downs,
+    both files in the new manifest."""
+    sheet = json.loads((shards / "datasheet.json").read_text())
+    assert sheet["rows"] == rows
+    assert sum(sheet["caption_words"].values()) == rows["total"] == sum(sheet["domains"].values())
+    assert sheet["funnel"][-2:] == [
+        {"stage": "shard", "in": 16, "out": 16, "rejected": {}},
+        {"stage": "takedown", "in": 16, "out": rows["total"], "rejected": {"takedown": removed}}]
+    text = (shards / "datasheet.md").read_text()
+    assert f"{rows['total']} image-text pairs" in text
+    assert f"| takedown | 16 | {rows['total']} | takedown {removed} |" in text
+    assert {"datasheet.json", "datasheet.md"} <= set(manifest.verify(shards)["files"])
 
 
 def test_bad_request_files_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
