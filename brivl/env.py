@@ -76,7 +76,10 @@ def apply_defaults(home: Path | None = None) -> Path:
     for key, value in {**TELEMETRY_OFF, **home_locations(home)}.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("PREFECT_RESULTS_PERSIST_BY_DEFAULT", "true")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    # run logs at INFO reach the Prefect API (the UI's Logs tab: stage milestones), while the
+    # terminal shows only warnings from Prefect (it has the progress bars and tables)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO")
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_API_HOST", "127.0.0.1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     home.mkdir(parents=True, exist_ok=True)

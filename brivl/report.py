@@ -1,9 +1,15 @@
-"""Progress bars and closing summary tables for long work (rich)."""
+"""Progress bars and closing summary tables for long work (rich), and the milestones they pass.
+
+Every bar reports its start, each quarter done and its end to the milestone sinks (see
+:func:`add_milestone_sink`): ``tasks/`` adds one that writes them to the Prefect run log, so
+the Prefect UI shows the same progress as the terminal.
+"""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from rich.console import Console
@@ -18,6 +24,19 @@ from rich.progress import (
 from rich.table import Table
 
 console = Console(stderr=True)
+_sinks: list[Callable[[str], None]] = []
+
+
+def add_milestone_sink(sink: Callable[[str], None]) -> None:
+    """Call ``sink(message)`` for every milestone from now on (once per sink)."""
+    if sink not in _sinks:
+        _sinks.append(sink)
+
+
+def milestone(message: str) -> None:
+    """One line of progress for the sinks (the terminal has the bars and tables)."""
+    for sink in list(_sinks):
+        sink(message)
 
 
 @contextlib.contextmanager
@@ -34,6 +53,9 @@ def progress(description: str, total: int | None, completed: int = 0) -> Iterato
         disable=not console.is_terminal,
         transient=False,
     )
+    state = {"done": completed, "label": description, "quarter": _quarter(completed, total)}
+    start = time.perf_counter()
+    milestone(f"{description}: started" + (f", {total:,} to do" if total else ""))
     with bar:
         task_id = bar.add_task(description, total=total, completed=completed)
 
@@ -42,8 +64,20 @@ def progress(description: str, total: int | None, completed: int = 0) -> Iterato
                 bar.advance(task_id, n)
             else:
                 bar.update(task_id, advance=n, description=description)
+                state["label"] = description
+            state["done"] += n
+            quarter = _quarter(state["done"], total)
+            if quarter > state["quarter"] and quarter < 4:
+                state["quarter"] = quarter
+                milestone(f"{state['label']}: {state['done']:,}/{total:,}")
 
         yield advance
+    of = f"/{total:,}" if total else ""
+    milestone(f"{state['label']}: {state['done']:,}{of} in {time.perf_counter() - start:.1f} s")
+
+
+def _quarter(done: int, total: int | None) -> int:
+    return int(4 * done / total) if total else 0
 
 
 def track(items: Iterable[Any], description: str, total: int | None = None) -> Iterator[Any]:

@@ -37,15 +37,17 @@ import dataclasses
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from brivl import manifest
+from brivl import manifest, report
 from brivl.compat.prefect_cache import pin_results, record_path, untrusted_record
 from brivl.env import project_home
 from brivl.fingerprint import canonical_json, code_version
+from tasks import run_log  # noqa: F401  (milestones into the Prefect run log)
 from tasks.locking import file_lock
 
 TRANSIENT_KEY = "transient_rejections"
@@ -284,8 +286,10 @@ class Stage:
         run = self.resolve(params)
         with file_lock(run.lock_path, f"the {run.stage} output {run.out_dir}"):
             cached = run.done
+            start = time.perf_counter()
             with self.child_run(run, cached):
                 if not cached:
+                    report.milestone(f"{run.label}: started (key {run.key[:12]})")
                     claim(run)
                     output = produce(run)
                     if output is not None:
@@ -293,6 +297,7 @@ class Stage:
                     if not manifest.is_complete(run.out_dir):
                         raise RuntimeError(f"{run.out_dir}: the {run.stage} stage wrote no manifest")
                 self.log_outcome(run, params)
+            report.milestone(_outcome_line(run, cached, time.perf_counter() - start))
         return run
 
     @contextlib.contextmanager
@@ -326,3 +331,14 @@ class Stage:
         run, params = found
         with self.child_run(run, cached=True):
             self.log_outcome(run, params)
+        report.milestone(_outcome_line(run, True, 0.0))
+
+
+def _outcome_line(run: StageRun, cached: bool, seconds: float) -> str:
+    """``crawl: done in 3.1 s; pages 12, candidates 120; output DIR`` (or that it reused its
+    finished output)."""
+    counts = manifest.read_manifest(run.out_dir).get("row_counts", {})
+    shown = ", ".join(f"{name} {value:,}" for name, value in counts.items()
+                      if isinstance(value, int))
+    how = "reused its finished output" if cached else f"done in {seconds:.1f} s"
+    return f"{run.label}: {how}; {shown or 'no counts'}; output {run.out_dir}"
