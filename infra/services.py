@@ -68,6 +68,9 @@ def services(home: Path) -> list[Service]:
             "prefect-server",
             [_bin("prefect"), "server", "start", "--host", HOST, "--port", str(PREFECT_PORT)],
             f"{PREFECT_API_URL}/health",
+            # the UI in the browser asks this API (Prefect's default names port 4200 even
+            # when the server listens elsewhere)
+            env={"PREFECT_UI_API_URL": PREFECT_API_URL},
         ),
         Service(
             "mlflow",
