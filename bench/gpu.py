@@ -338,7 +338,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         args.models, args.steps, args.warmup = ["brivl-tiny"], 2, 1
         args.compile = args.ray = False
         args.overrides = {"brivl-tiny": {"image_size": 32}}
-        args.batches = {"brivl-tiny": [4, 8]}
+        args.batches = {"brivl-tiny": [2, 4]}
     return args
 
 
