@@ -127,11 +127,12 @@ class Browser:
         raise BrowserError(f"{what}: not seen within {timeout:.0f} s; the page shows "
                            f"{self.text()[:600]!r}")
 
-    def click_text(self, text: str, selector: str = "button, a, [role=button], span") -> None:
+    def click_text(self, text: str,
+                   selector: str = "button, a, li, [role=button], [role=tab], span, div") -> None:
         """Click the first element matching ``selector`` whose text is ``text``."""
         found = self.evaluate(
             f"(() => {{ const el = [...document.querySelectorAll({json.dumps(selector)})]"
-            f".find(e => e.innerText && e.innerText.trim() === {json.dumps(text)});"
+            f".reverse().find(e => e.innerText && e.innerText.trim() === {json.dumps(text)});"
             " if (!el) return false; el.click(); return true; })()")
         if not found:
             raise BrowserError(f"no {selector!r} with the text {text!r} to click")
