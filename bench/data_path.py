@@ -8,6 +8,8 @@ per core even on a busy box; wall seconds are printed beside them):
   crop decoded at a reduced DCT scale with ``Image.draft``, crop and resize fused in one
   ``Image.resize(box=...)``, flip, colour jitter and greyscale per image), augmentation on;
 - the same without ``Image.draft`` (full decode), to show what the DCT scaling buys;
+- the same with ``jitter_on_device`` (colour jitter left to the trainer's device: what the
+  CPU still does per sample when training on a GPU);
 - the same with augmentation off (evaluation centre crop);
 - ``tokenise``: the captions through the model's tokenizer, batched (one ``encode_batch``
   per batch) and one call per caption;
@@ -130,6 +132,7 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
     captions = [f"a photo of thing {i} in a red and blue room near a tall tree" for i in range(args.n)]
     keys = [f"k{i}" for i in range(args.n)]
     aug = TrainAugmentConfig()
+    device_aug = TrainAugmentConfig(jitter_on_device=True)  # colour jitter left to the GPU
     rows = []
     for size in args.sizes:
         shortest = args.stored_side or STORED.get(size, size + size // 7)
@@ -153,6 +156,9 @@ def run(args: argparse.Namespace) -> tuple[list[dict], str]:
             ("bare PIL decode + resize (baseline)", lambda j=jpegs, s=size: bare_loop(j, s)),
             ("decode_augment_batch, augment on", augmented),
             ("  same, without Image.draft (full decode)", no_draft),
+            ("decode_augment_batch, augment on, jitter_on_device (CPU part)",
+             lambda b=batch, s=size: decode_augment_batch(b, image_size=s, augment=device_aug,
+                                                          seed=0)),
             ("decode_augment_batch, augment off",
              lambda b=batch, s=size: decode_augment_batch(b, image_size=s, augment=None)),
         ]

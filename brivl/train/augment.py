@@ -49,7 +49,9 @@ def decode_augment_batch(
 
     Returns ``pixels`` (uint8 [B, 3, S, S]), ``caption`` and ``key`` (object arrays) and
     ``valid`` (bool [B]; False where the image could not be decoded — its pixels are zero
-    and ``error`` says why). A bad image never raises.
+    and ``error`` says why). A bad image never raises. With ``augment.jitter_on_device`` the
+    pixels are not colour-jittered; ``colour`` (float32 [B, 6]) holds each sample's draws
+    for :func:`colour_jitter_batch` on the training device.
     """
     if isinstance(augment, dict):
         augment = TrainAugmentConfig(**augment)
@@ -61,6 +63,8 @@ def decode_augment_batch(
     valid = np.ones(n, dtype=bool)
     errors = [""] * n
     use_aug = augment is not None and augment.enabled
+    on_device = use_aug and augment.jitter_on_device
+    colour = np.ones((n, 6), dtype=np.float32)  # a row of ones: no jitter, no greyscale
     for i, data in enumerate(images):
         try:
             chw = _load(data, image_size, augment if use_aug else None, rngs[i])  # [3, S, S]
@@ -69,15 +73,20 @@ def decode_augment_batch(
             errors[i] = f"{type(exc).__name__}: {exc}"[:200]
             continue
         if use_aug:
-            chw = colour_jitter(chw, augment, rngs[i].random(6).astype(np.float32))
+            colour[i] = rngs[i].random(6)
+            if not on_device:
+                chw = colour_jitter(chw, augment, colour[i])
         pixels[i] = chw
-    return {
+    out = {
         "pixels": pixels,
         "caption": np.array([str(c) for c in batch["caption"]], dtype=object),
         "key": np.array(keys, dtype=object),
         "valid": valid,
         "error": np.array(errors, dtype=object),
     }
+    if on_device:
+        out["colour"] = colour
+    return out
 
 
 def random_resized_crop_box(
@@ -177,6 +186,38 @@ def colour_jitter(chw: np.ndarray, aug: TrainAugmentConfig, draws: np.ndarray) -
     buf *= np.float32(255.0)
     np.rint(buf, out=buf)
     return buf.astype(np.uint8).reshape(chw.shape)
+
+
+def colour_jitter_batch(x: torch.Tensor, aug: TrainAugmentConfig, draws: torch.Tensor) -> torch.Tensor:
+    """:func:`colour_jitter` of a batch on its device: x float [B, 3, S, S] in [0, 1],
+    ``draws`` [B, 6] (``decode_augment_batch``'s ``colour``) -> float [B, 3, S, S]."""
+    n = x.shape[0]
+    d = draws.to(device=x.device, dtype=torch.float32)
+    jitter, grey = d[:, 0] < aug.jitter_p, d[:, 5] < aug.grayscale_p
+    if not bool((jitter | grey).any()):
+        return x
+    weights = _GREY_T.to(x.device)
+
+    def factor(u: torch.Tensor, strength: float) -> torch.Tensor:
+        return torch.where(jitter, 1.0 + strength * (2.0 * u - 1.0), 1.0).view(n, 1, 1, 1)
+
+    def luma(x: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("c,bchw->bhw", weights, x).unsqueeze(1)  # [B, 1, S, S]
+
+    x = (x.float() * factor(d[:, 1], aug.brightness)).clamp(0.0, 1.0)
+    mean = luma(x).mean(dim=(2, 3), keepdim=True)  # [B, 1, 1, 1]
+    x = ((x - mean) * factor(d[:, 2], aug.contrast) + mean).clamp(0.0, 1.0)
+    y = luma(x)
+    x = ((x - y) * factor(d[:, 3], aug.saturation) + y).clamp(0.0, 1.0)
+    if aug.hue > 0:
+        theta = torch.where(jitter, aug.hue * (2.0 * d[:, 4] - 1.0), 0.0) * (2.0 * math.pi)
+        cos, sin = theta.cos(), theta.sin()
+        rot = torch.zeros(n, 3, 3, device=x.device)
+        rot[:, 0, 0] = 1.0
+        rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
+        mats = torch.from_numpy(_YIQ2RGB).to(x.device) @ rot @ torch.from_numpy(_RGB2YIQ).to(x.device)
+        x = torch.einsum("bij,bjhw->bihw", mats, x).clamp(0.0, 1.0)
+    return torch.where(grey.view(n, 1, 1, 1), luma(x).expand(-1, 3, -1, -1), x)
 
 
 def _hue_matrix(theta: np.float32) -> np.ndarray:

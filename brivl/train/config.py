@@ -27,6 +27,9 @@ class TrainAugmentConfig:
     hue: float = bounded(0.1, min=0, max=0.5)  # hue rotation drawn from [-h, h] turns
     grayscale_p: float = bounded(0.2, min=0, max=1)  # probability of converting to greyscale
     hflip_p: float = bounded(0.5, min=0, max=1)  # probability of a horizontal flip
+    jitter_on_device: bool = False  # leave colour jitter and greyscale to the trainer, batched
+    #   on the training device (the data path decodes, crops, flips and only draws each
+    #   sample's 6 colour numbers: ~30 % less CPU per sample; same draws, no uint8 rounding)
 
 
 @dataclass

@@ -33,7 +33,7 @@ from brivl.model.distributed import all_gather_cat
 from brivl.model.recompute import set_grad_checkpointing
 from brivl.model.sync_bn import convert_global_batchnorm
 from brivl.model.tokenizer import train_tokenizer
-from brivl.train.augment import decode_augment_batch
+from brivl.train.augment import colour_jitter_batch, decode_augment_batch
 from brivl.train.config import TrainConfig
 from brivl.train.data import prefetch
 from brivl.train.schedule import lr_at, momentum_at
@@ -295,12 +295,16 @@ class _Runner:
         rows = _fill_rows(valid)
         if rows is None:
             return None
+        colour = torch.as_tensor(np.asarray(batch["colour"])) if "colour" in batch else None
         if not valid.all():
             pixels = pixels[torch.as_tensor(rows)]
             captions, keys = [captions[i] for i in rows], [keys[i] for i in rows]
+            colour = colour[torch.as_tensor(rows)] if colour is not None else None
         pixels = pixels.to(self.device, non_blocking=True)
         if pixels.dtype == torch.uint8:
             pixels = pixels.float().div_(255.0)
+        if colour is not None and self.config.augment.enabled:  # jitter_on_device draws
+            pixels = colour_jitter_batch(pixels, self.config.augment, colour)
         if self.config.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
         return _Prepared(pixels, captions, keys, self._tokens(captions), bad=int((~valid).sum()))

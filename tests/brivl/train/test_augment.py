@@ -143,3 +143,23 @@ def test_the_draft_decode_keeps_the_crop_geometry_and_size() -> None:
         assert probe.size[0] <= 400  # the DCT scaling did reduce the decode
     assert fast.shape == full.shape == (4, 3, 64, 64)
     assert np.abs(fast.astype(int) - full).mean() < 4  # same crop: position-coded pixels agree
+
+
+def test_jitter_on_the_device_equals_the_data_path_jitter() -> None:
+    import dataclasses
+
+    import torch
+
+    from brivl.train.augment import colour_jitter_batch
+
+    aug = TrainAugmentConfig(hue=0.3)
+    batch = {"image": [_jpeg((30 * i, 120, 220 - 25 * i), (90, 70)) for i in range(8)],
+             "caption": ["x"] * 8, "key": [f"k{i}" for i in range(8)]}
+    cpu = decode_augment_batch(batch, image_size=24, augment=aug, seed=5)
+    deferred = decode_augment_batch(batch, image_size=24, seed=5,
+                                    augment=dataclasses.replace(aug, jitter_on_device=True))
+    assert "colour" not in cpu and deferred["colour"].shape == (8, 6)
+    assert not np.array_equal(deferred["pixels"], cpu["pixels"])  # not jittered yet
+    done = colour_jitter_batch(torch.from_numpy(deferred["pixels"]).float() / 255, aug,
+                               torch.from_numpy(deferred["colour"]))
+    assert (done * 255 - torch.from_numpy(cpu["pixels"]).float()).abs().max() <= 1.0 + 1e-3

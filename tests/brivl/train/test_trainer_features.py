@@ -145,6 +145,21 @@ def test_checkpointing_in_the_trainer_reports_the_same_losses(toy_shards: Path,
     np.testing.assert_allclose(losses[1], losses[0], atol=1e-5)
 
 
+def test_the_trainer_applies_jitter_drawn_by_the_data_path(toy_shards: Path,
+                                                         toy_captions: list[str]) -> None:
+    import dataclasses
+
+    cfg = _config()
+    deferred = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment,
+                                                                   jitter_on_device=True))
+    model = build_model(cfg, toy_captions)
+    on_cpu = _Runner(cfg, model, make_optimizer(model, cfg), torch.device("cpu"), 1, 10)
+    on_device = _Runner(deferred, model, make_optimizer(model, cfg), torch.device("cpu"), 1, 10)
+    a = on_cpu.prepare(_batches(toy_shards, cfg).batch(0))
+    b = on_device.prepare(_batches(toy_shards, deferred).batch(0))
+    assert (a.pixels - b.pixels).abs().max() <= 1 / 255 + 1e-4
+
+
 # -- torch.compile, channels-last, fp16 ------------------------------------------------------------
 SMALL = dict(TINY, image={"patch_layers": 1}, text={"layers": 1, "token_layers": 0})
 
