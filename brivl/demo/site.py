@@ -36,6 +36,11 @@ What each fault kind serves (``ImageTruth.fault``; ``None`` = clean, ~80% of ima
     blocklisted_text  a word of BLOCKLIST_WORDS in every text
     non_utf8        every image of an article served as windows-1252 (declared in the
                     Content-Type header and <meta charset>), texts with accents and “quotes”
+
+Opt-in (``DemoConfig.face_photos``, default 0: the plan above is unchanged):
+
+    face            a real photo of a person (:mod:`brivl.demo.photos`), one frontal face;
+                    all on one public article, with portrait captions, no labels
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from brivl.demo import render, vocab
+from brivl.demo import photos, render, vocab
 from brivl.demo.evalsets import write_eval_sets
 from brivl.demo.site_config import DemoConfig
 
@@ -79,6 +84,15 @@ FILTER_FAULTS = (
 )
 FAULT_KINDS = DOWNLOAD_FAULTS + FILTER_FAULTS
 PAGE_FAULTS = ("robots_page", "optout_meta", "non_utf8")  # every image of such an article
+OPT_IN_FAULTS = ("face",)  # only with DemoConfig.face_photos
+FACE_TEXTS = {  # what the face article says about its photo (English, no spam, no labels)
+    "alt": "Portrait of Rear Admiral Grace Hopper in uniform",
+    "title": "",
+    "figcaption": "Grace Hopper, computer scientist and naval officer, photographed in 1984.",
+    "surrounding": "The archive portrait shows the admiral in her dress uniform. She led "
+                   "the team that wrote one of the first compilers.",
+}
+FACE_CAPTION = "a portrait photograph of a woman in naval uniform"
 BLOCKLIST_WORDS = ("blockword", "bannedterm", "forbiddenphrase")
 OVERLONG_CHARS = 2000
 BOMB_SIDE = 20000
@@ -152,6 +166,7 @@ class _Spec:  # how to draw one picture
     seed: tuple[int, int]
     near_variant: int | None = None
     duplicate_of: str | None = None  # serve exactly the bytes of this path
+    photo: int | None = None  # serve this variant of the face photo (brivl.demo.photos)
 
 
 @dataclass
@@ -178,11 +193,13 @@ class DemoSite:
     def fault_counts(self) -> dict[str, int]:
         """Images per fault kind (``"clean"`` for no fault), every kind listed."""
         counts = Counter(im.fault or "clean" for im in self.images)
-        return {kind: counts.get(kind, 0) for kind in ("clean", *FAULT_KINDS)}
+        extra = OPT_IN_FAULTS if self.config.face_photos else ()
+        return {kind: counts.get(kind, 0) for kind in ("clean", *FAULT_KINDS, *extra)}
 
     def site_pairs(self) -> frozenset[tuple[str, str]]:
         """(object, colour) pairs pictured on the site (the eval sets use none of them)."""
-        return frozenset((im.labels["object"], im.labels["colour"]) for im in self.images)
+        return frozenset((im.labels["object"], im.labels["colour"]) for im in self.images
+                         if im.labels)
 
     def page_paths(self, include_private: bool = False) -> list[str]:
         """Every HTML page path (home, index pages, articles; private ones on request)."""
@@ -241,6 +258,8 @@ class DemoSite:
         spec = self._specs[path]
         if spec.duplicate_of is not None:
             return self._jpeg(spec.duplicate_of)
+        if spec.photo is not None:
+            return photos.face_photo(spec.photo, max(spec.width, spec.height), spec.quality)
         image = render.render(spec.labels, spec.width, spec.height, list(spec.seed))
         if spec.near_variant is not None:
             image = render.near_duplicate(image, spec.near_variant)
@@ -317,7 +336,10 @@ class _Planner:
             )
         if not 0 < config.fault_fraction < 1:
             raise ValueError(f"fault_fraction={config.fault_fraction}: must be in (0, 1)")
+        if not 0 <= config.face_photos <= photos.MAX_VARIANTS:
+            raise ValueError(f"face_photos={config.face_photos}: accepted 0..{photos.MAX_VARIANTS}")
         self.config = config
+        self.faces = 0  # face photos planned so far
         self.rng = random.Random(f"brivl-demo:{config.seed}")
         colours = list(vocab.COLOURS)
         k = config.heldout_colours_per_object
@@ -368,6 +390,9 @@ class _Planner:
                 groups.append(group)  # the private section comes last
             else:
                 groups.insert(rng.randint(1, max(1, len(groups) - 1)), group)
+        if self.config.face_photos:  # the last public article (no draw: the rest stays put)
+            first_private = next(i for i, (kind, _) in enumerate(groups) if kind == "robots_page")
+            groups.insert(first_private, (None, ["face"] * self.config.face_photos))
         return groups
 
     def _populate(self, groups):
@@ -413,6 +438,8 @@ class _Planner:
         return images, specs, articles
 
     def _image(self, index: int, kind: str | None, page_path: str, topic: str):
+        if kind == "face":
+            return self._face_image(index, page_path)
         rng, cfg = self.rng, self.config
         obj, colour = rng.choice(self.pairs)
         labels = {
@@ -452,6 +479,16 @@ class _Planner:
         )
         spec = _Spec(labels, width, height, quality, (cfg.seed & 0xFFFFFFFF, index))
         return truth, spec
+
+    def _face_image(self, index: int, page_path: str) -> tuple[ImageTruth, _Spec]:
+        """A real photo of a person (the next variant of the face photo); it has no labels."""
+        variant, self.faces = self.faces, self.faces + 1
+        width, height = photos.face_photo_size(variant, self.config.max_side)
+        truth = ImageTruth(path=f"/img/{index:06d}.jpg", page_path=page_path, fault="face",
+                           labels={}, caption=FACE_CAPTION, index=index, width=width,
+                           height=height, **FACE_TEXTS)
+        return truth, _Spec({}, width, height, 90, (self.config.seed & 0xFFFFFFFF, index),
+                            photo=variant)
 
     def _link_duplicates(self, images: list[ImageTruth], specs: dict[str, _Spec]) -> None:
         """Point each (near) duplicate at a clean original and copy its labels and size."""

@@ -17,3 +17,5 @@ class DemoConfig:
     min_side: int = 96  # clean pictures are min_side..max_side pixels per side
     max_side: int = 256
     heldout_colours_per_object: int = 2  # (object, colour) pairs kept off the site for evals
+    face_photos: int = 0  # extra images, on one article: real photos of a person (fault
+    #                       "face"; brivl.demo.photos), in addition to n_images; 0..8

@@ -311,3 +311,27 @@ def test_eval_sets_use_only_unseen_combinations(site: DemoSite, tmp_path) -> Non
         assert len(row["choices"]) == 4 and len(set(row["choices"])) == 4
         assert 0 <= row["answer"] < 4 and row["question"].endswith("?")
     assert tables["vqa"].column("answer").type == "int64"
+
+
+def test_face_photos_are_opt_in_and_each_shows_one_face() -> None:
+    from brivl.filter.faces import FaceDetector
+
+    plain = build_site(DemoConfig(n_images=60, seed=2))
+    faced = build_site(DemoConfig(n_images=60, seed=2, face_photos=3))
+    assert "face" not in plain.fault_counts() and faced.fault_counts()["face"] == 3
+    faces = [im for im in faced.images if im.fault == "face"]
+    (page,) = {im.page_path for im in faces}  # one public article, linked from an index page
+    assert not page.startswith("/private/") and len(faced.images) == 63
+    assert any(page.encode() in faced.response(p).body for p in faced.index_paths)
+    detector, served = FaceDetector(), set()
+    for im in faces:
+        response = faced.response(im.path)
+        assert response.status == 200 and im.path.encode() in faced.response(page).body
+        assert Image.open(io.BytesIO(response.body)).size == (im.width, im.height)
+        assert len(detector.boxes(response.body, im.width, im.height)) == 1, im.path
+        served.add(response.body)
+    assert len(served) == 3 and all(im.labels == {} for im in faces)  # distinct bytes, no labels
+    assert faced.site_pairs() == {(im.labels["object"], im.labels["colour"])
+                                  for im in faced.images if im.fault != "face"}
+    with pytest.raises(ValueError, match="face_photos=9"):
+        build_site(DemoConfig(n_images=60, face_photos=9))
