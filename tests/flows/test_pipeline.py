@@ -29,7 +29,7 @@ STAGE_RUNS = {"crawl", "download", "filter", "shard", "pretrain", "evaluate", "r
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    site = build_site(DemoConfig(n_images=80, seed=3, slow_seconds=1.5))
+    site = build_site(DemoConfig(n_images=80, seed=3, slow_seconds=1.5, face_photos=2))
     eval_dir = tmp_path_factory.mktemp("eval")
     site.eval_sets(eval_dir, n_zeroshot=24, n_retrieval=16, n_text=24, n_vqa=24)
     with serve(site) as server:
@@ -144,14 +144,18 @@ EXPECTED_REASONS = {
     "overlong_text": {"caption_too_long"},
     "spam_text": {"spam"},
     "blocklisted_text": {"blocklist"},
+    "face": {"face"},  # face_policy "drop"
 }
+POLICY_RULES = ("face", "eval_overlap", "model_score")  # the responsible-data rules
 
 
 def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_path) -> None:
     """Accounting across the whole data flow: download reasons and filter rules included, with
-    per-host caps on, faces dropped and the eval sets (plus two planted copies of crawled
-    images) decontaminated."""
+    per-host caps on, faces dropped, the eval sets (plus two planted copies of crawled
+    images) decontaminated and the model-score rule (a step-0 brivl-tiny) cutting the rest;
+    every reason's count as its stage recorded it equals the rows that carry it."""
     import json
+    from collections import Counter
     from urllib.parse import urlparse
 
     import pyarrow as pa
@@ -159,6 +163,8 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
 
     from brivl.demo.site import SITE_COPYRIGHT, SITE_LICENCE
     from brivl.evaluate.runner import resolve_sets
+    from brivl.model import create_model, save_checkpoint
+    from brivl.model.tokenizer import train_tokenizer
     from flows.data import data_flow
 
     server, eval_dir = demo
@@ -169,8 +175,11 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
     eval_sets = {**{k: str(v) for k, v in resolve_sets(eval_dir).items()},
                  "planted": str(tmp_path / "planted.parquet")}
     polite = {**CONFIG["download"], "per_host_concurrency": 4, "per_host_rate": 200.0}
-    data = data_flow(server.seed_urls, CONFIG["crawl"], polite,
-                     {"face_policy": "drop"}, {}, eval_sets=eval_sets)
+    scorer = save_checkpoint(create_model("brivl-tiny", tokenizer=train_tokenizer(
+        [i.caption for i in server.site.images], vocab_size=300, min_frequency=1)),
+        tmp_path / "scorer")  # step 0: its scores are noise, which is all the rule needs here
+    rules = {"face_policy": "drop", "model_score": str(scorer), "model_score_top_fraction": 0.9}
+    data = data_flow(server.seed_urls, CONFIG["crawl"], polite, rules, {}, eval_sets=eval_sets)
 
     def table(folder: str, columns: list[str]) -> list[dict]:
         return [row for f in sorted(Path(folder).rglob("*.parquet"))
@@ -182,10 +191,12 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
     for row in table(f"{data['filter_dir']}/rejected", ["url", "rule"]):
         outcome[urlparse(row["url"]).path] = row["rule"]
     shard_rows = [r for split in ("train", "val") for r in table(
-        f"{data['shard_dir']}/{split}", ["url", "licence", "licence_source", "copyright"])]
+        f"{data['shard_dir']}/{split}",
+        ["url", "licence", "licence_source", "copyright", "face_count", "brivl_score"])]
     kept = [urlparse(r["url"]).path for r in shard_rows]
     assert {(r["licence"], r["licence_source"], r["copyright"]) for r in shard_rows} == {
         (SITE_LICENCE, "page_link", SITE_COPYRIGHT)}  # the pages' declaration, kept to the end
+    assert {r["face_count"] for r in shard_rows} == {0}  # searched, and faces were dropped
     assert not set(kept) & set(outcome), "a row is both kept and rejected"
     outcome.update(dict.fromkeys(kept, "kept"))
 
@@ -201,10 +212,33 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
     report = json.loads((Path(data["filter_dir"]) / "filter_report.json").read_text())
     assert [outcome[p] for p in planted] == ["eval_overlap"] * 2
     assert report["eval_overlap"]["found_per_set"] == {"planted": 2}  # held-out sets: no leak
-    for rule in ("face", "eval_overlap"):  # every policy reason, with its count
-        assert report["by_rule"][rule] == list(outcome.values()).count(rule), rule
-    assert report["faces"]["policy"] == "drop" and report["faces"]["searched"] > 0
+    faces = [p for p, truth in candidates.items() if truth.fault == "face"]
+    assert len(faces) == 2 and report["faces"]["policy"] == "drop"
+    assert report["faces"]["dropped"] == 2 and report["faces"]["searched"] > 0
+
+    # every reason with its count: what each stage recorded equals the rows that carry it
     download = read_manifest(data["download_dir"])
+    download_rows = Counter(r["reason"] for r in table(
+        f"{data['download_dir']}/rejected", ["reason"]))
+    assert {k.split(":", 1)[1]: v for k, v in download["row_counts"].items()
+            if k.startswith("rejected:") and v} == download_rows
+    filter_rows = Counter(r["rule"] for r in table(f"{data['filter_dir']}/rejected", ["rule"]))
+    assert {k: v for k, v in report["by_rule"].items() if v} == filter_rows
+    assert Counter(outcome.values()) == download_rows + filter_rows + Counter(kept=len(kept))
+    for fault, reasons in EXPECTED_REASONS.items():  # each fault kind seen, under its reason
+        assert any(outcome[p] in reasons for p, t in candidates.items() if t.fault == fault), fault
+    assert all(filter_rows[rule] > 0 for rule in POLICY_RULES), filter_rows
+    sheet = json.loads((Path(data["shard_dir"]) / "datasheet.json").read_text())
+    filtered = next(step for step in sheet["funnel"] if step["stage"] == "filter")
+    assert filtered["rejected"] == dict(filter_rows) and sheet["faces"]["dropped_by_filter"] == 2
+
+    # the model-score rule: which model cut, where, and its score on every sharded row
+    scored = report["model_score"]
+    assert read_manifest(data["filter_dir"])["extra"]["model_score"]["model"] == str(scorer)
+    assert scored["rejected"] == filter_rows["model_score"]
+    assert scored["kept"] == round(0.9 * scored["scored"]) >= len(kept)
+    assert min(r["brivl_score"] for r in shard_rows) >= scored["cut"]
+
     (host,) = download["extra"]["hosts"].values()  # the per-host caps were on: their stats
     assert host["requests"] >= download["row_counts"]["attempted"] > 0
     for kind in ("duplicate", "near_duplicate"):
@@ -216,8 +250,9 @@ def test_every_candidate_is_in_the_shards_or_rejected_with_its_reason(demo, tmp_
         rule = "duplicate_image" if kind == "duplicate" else "near_duplicate"
         reached_dedup = 0
         for members in groups.values():
-            # members rejected by an earlier per-row rule never reach dedup
-            survivors = [outcome[m] for m in members if outcome[m] in ("kept", rule)]
+            # members rejected by an earlier per-row rule never reach dedup; the model-score
+            # rule runs after dedup, so a member it rejected passed dedup
+            survivors = [outcome[m] for m in members if outcome[m] in ("kept", rule, "model_score")]
             assert survivors.count("kept") <= 1, (kind, members, survivors)
             assert len(survivors) <= 1 or rule in survivors, (kind, members, survivors)
             reached_dedup += len(survivors) >= 2
