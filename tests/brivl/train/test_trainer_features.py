@@ -184,7 +184,7 @@ def test_compiled_towers_train_as_the_eager_ones(toy_shards: Path, toy_captions:
 
 
 @pytest.mark.skipif(not os.environ.get("BRIVL_TEST_INDUCTOR"),
-                    reason="inductor compiles brivl-tiny in ~5 min on the 2-core CI box (gcc "
+                    reason="inductor compiles brivl-tiny in ~2 min on the 2-core CI box (gcc "
                            "present, it works); set BRIVL_TEST_INDUCTOR=1 to run it")
 def test_inductor_compiled_towers_train_as_the_eager_ones(toy_shards: Path,
                                                           toy_captions: list[str]) -> None:
