@@ -6,7 +6,6 @@ import (which costs seconds): parameter names match the HF layout, so a state di
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -150,13 +149,6 @@ class BertEncoder(Checkpointable, nn.Module):
         for layer in self.encoder.layer[start:stop]:
             x = run_block(self, layer, x, keep)  # checkpointed with grad_checkpointing
         return x
-
-
-def read_hf_config(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{directory} holds no config.json; accepted: a local HF model directory")
-    return json.loads(path.read_text())
 
 
 def read_hf_weights(directory: str | Path) -> dict[str, torch.Tensor]:

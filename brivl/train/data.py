@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,5 +183,3 @@ class _Raised:
     def __init__(self, exc: BaseException) -> None:
         self.exc = exc
 
-
-BatchSource = Iterable[dict] | Callable[[int], Iterable[dict]]
