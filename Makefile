@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 export BRIVL_HOME ?= $(CURDIR)/.brivl
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-ui lint bench serve stop clean
+.PHONY: help install run test test-ops test-ui lint bench serve stop clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,9 @@ run: install ## serve the demo web and run the whole pipeline on it
 
 test: install ## run the test suite
 	$(BIN)/python -m pytest -q
+
+test-ops: install ## operations tests: a two-node Ray cluster (kills, retries) and make serve's deployments
+	$(BIN)/python -m pytest -q -m ops tests/flows/ops
 
 test-ui: install ## browser tests of the MLflow, search and Prefect UIs (installs Debian's chromium)
 	command -v chromium >/dev/null || apt-get install -y --no-install-recommends chromium \

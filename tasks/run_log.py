@@ -16,7 +16,10 @@ def to_run_log(message: str) -> None:
     """``message`` at INFO in the current Prefect run's log, if there is one."""
     from prefect.context import FlowRunContext, TaskRunContext
 
-    if TaskRunContext.get() is None and FlowRunContext.get() is None:
+    task_run = TaskRunContext.get()
+    if task_run is not None and task_run.task_run.flow_run_id is None:
+        return  # a task called outside any flow: its log has nowhere to go
+    if task_run is None and FlowRunContext.get() is None:
         return
     from prefect import get_run_logger
 

@@ -22,7 +22,7 @@ from brivl import manifest
 from brivl.demo import DemoConfig, build_site, serve
 from brivl.train.toydata import make_toy_shards
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ops]
 
 ROOT = Path(__file__).resolve().parents[3]
 PYTHON = sys.executable

@@ -29,7 +29,7 @@ from brivl.demo import DemoConfig, build_site, serve
 from brivl.env import ray_temp_dir
 from brivl.train.toydata import make_toy_shards
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.ops]
 
 ROOT = Path(__file__).resolve().parents[3]
 TRAIN = {
