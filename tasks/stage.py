@@ -23,7 +23,7 @@ directory's manifest hash, a checkpoint's identity, seed URLs, ...). From these 
 Cached results are plain JSON, never pickles. Prefect's result record names the serializer
 that reads it back, so whoever can write ``$BRIVL_HOME/prefect/storage`` could otherwise
 make the next run unpickle (execute) anything. The cache key function therefore pins every
-stage task's results to :data:`brivl.compat.prefect_cache.STAGE_SERIALIZER` (plain ``json``, no object hooks) and,
+stage task's results to :data:`tasks.prefect_cache.STAGE_SERIALIZER` (plain ``json``, no object hooks) and,
 before Prefect looks a key up, reads the record itself with ``json.loads``: a record that is
 unreadable, oversized, or names any other serializer is deleted, so the lookup is a miss
 and the stage runs again (its body is idempotent). Residual window: a record rewritten in
@@ -44,11 +44,11 @@ from pathlib import Path
 from typing import Any
 
 from brivl import manifest, report
-from brivl.compat.prefect_cache import pin_results, record_path, untrusted_record
 from brivl.env import project_home
 from brivl.fingerprint import canonical_json, code_version
 from tasks import run_log  # noqa: F401  (milestones into the Prefect run log)
 from tasks.locking import file_lock
+from tasks.prefect_cache import pin_results, record_path, untrusted_record
 
 TRANSIENT_KEY = "transient_rejections"
 log = logging.getLogger(__name__)

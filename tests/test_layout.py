@@ -12,9 +12,6 @@ FORBIDDEN = {
     "brivl": {"prefect", "mlflow", "ray", "tasks", "flows"},
     "tasks": {"flows"},
 }
-# the shim over Prefect's result records lives with the other third-party shims
-# (brivl/compat); only tasks/ import it
-ALLOWED = {"brivl/compat/prefect_cache.py": {"prefect"}}
 
 
 def imported_roots(path: Path) -> set[str]:
@@ -31,9 +28,7 @@ def imported_roots(path: Path) -> set[str]:
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
 def test_imports_go_one_way(package: str) -> None:
     offenders = {
-        str(path.relative_to(ROOT)): sorted(
-            imported_roots(path) & FORBIDDEN[package]
-            - ALLOWED.get(str(path.relative_to(ROOT)), set()))
+        str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
         for path in (ROOT / package).rglob("*.py")
     }
     offenders = {k: v for k, v in offenders.items() if v}

@@ -7,8 +7,9 @@ notice:
   ``img2dataset.main`` looks up at call time;
 - :mod:`brivl.compat.clip_retrieval` imports clip-retrieval's ``clip_back`` / ``clip_index``
   without its package ``__init__`` (installed ``--no-deps``);
-- :mod:`brivl.compat.prefect_cache` reads and removes Prefect's task result records and pins
-  a task run's result serializer.
+- ``tasks/prefect_cache.py`` reads and removes Prefect's task result records and pins a task
+  run's result serializer (it lives in ``tasks/``, since ``brivl`` never imports Prefect, and
+  checks its release with :func:`require` too).
 
 On import each calls :func:`require`, which raises :class:`IncompatibleVersion` (saying what to
 do) when the installed release is not one the shim was tested with. Set

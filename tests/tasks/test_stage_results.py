@@ -11,7 +11,7 @@ from prefect import task
 from prefect.serializers import PickleSerializer
 
 from brivl import manifest
-from brivl.compat.prefect_cache import STAGE_SERIALIZER, record_path
+from tasks.prefect_cache import STAGE_SERIALIZER, record_path
 from tasks.stage import resolve_stage, stage_cache_key
 
 CODE = ["brivl.manifest"]

@@ -16,7 +16,7 @@ from typing import Any
 
 from brivl.compat import require
 
-PREFECT_VERSION = require("prefect", ("3.9",), "brivl/compat/prefect_cache.py")
+PREFECT_VERSION = require("prefect", ("3.9",), "tasks/prefect_cache.py")
 
 from prefect.serializers import JSONSerializer  # noqa: E402
 
