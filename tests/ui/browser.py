@@ -7,22 +7,44 @@ a condition in the page, click or type through JavaScript, and save screenshots.
 from __future__ import annotations
 
 import base64
+import io
 import itertools
 import json
+import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from websockets.sync.client import connect
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--no-first-run", "--disable-sync", "--disable-quic",
          "--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0")
+
+
+SHOTS = Path(os.environ.get("BRIVL_UI_SHOTS",
+                           Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"))
+"""Where the UI tests save their screenshots."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_not_blank(path: Path) -> None:
+    """The screenshot holds a rendered page, not one flat colour."""
+    image = Image.open(io.BytesIO(path.read_bytes())).convert("L")
+    low, high = image.getextrema()
+    assert high - low > 100 and len(image.getcolors(1 << 16) or []) > 20, f"{path} looks blank"
 
 
 class BrowserError(RuntimeError):

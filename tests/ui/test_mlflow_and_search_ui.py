@@ -9,10 +9,7 @@ a text search with results. Screenshots go to ``$BRIVL_UI_SHOTS`` (default
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,14 +17,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from PIL import Image
 
 from brivl.demo import DemoConfig, build_site, serve
 
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("BRIVL_UI_SHOTS", ROOT / "test-artifacts" / "ui"))
 BIN = Path(sys.executable).parent
 TRAINING_VIEW = "workflowType=machine_learning"  # MLflow 3.17's model-training side of its UI
 STAGES = ("crawl", "download", "filter", "shard", "pretrain", "evaluate", "register", "index",
@@ -44,23 +39,6 @@ CONFIG = {
     "grid": {"visualize": {"steps": 2}, "generate": {"steps": 2}, "cell": 32},
     "prompts": ["a red circle"],
 }
-
-
-def _browser_module():
-    spec = importlib.util.spec_from_file_location("brivl_tests_browser",
-                                                  Path(__file__).with_name("browser.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-browser_module = _browser_module()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, proc: subprocess.Popen, what: str, timeout: float = 120) -> None:
@@ -83,13 +61,6 @@ def stop(proc: subprocess.Popen) -> None:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
-
-
-def assert_not_blank(path: Path) -> None:
-    """The screenshot holds a rendered page, not one flat colour."""
-    image = Image.open(io.BytesIO(path.read_bytes())).convert("L")
-    low, high = image.getextrema()
-    assert high - low > 100 and len(image.getcolors(1 << 16) or []) > 20, f"{path} looks blank"
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +92,8 @@ def runs(pipeline) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def mlflow_ui(pipeline) -> str:
-    port = free_port()
+def mlflow_ui(pipeline, ui) -> str:
+    port = ui.free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     proc = subprocess.Popen(
         [str(BIN / "mlflow"), "server", "--backend-store-uri", os.environ["MLFLOW_TRACKING_URI"],
@@ -136,14 +107,8 @@ def mlflow_ui(pipeline) -> str:
         stop(proc)
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with browser_module.Browser() as page:
-        yield page
-
-
 def test_the_printed_link_opens_the_run_table_and_it_expands_to_every_stage(
-        browser, mlflow_ui, runs) -> None:
+        browser, mlflow_ui, runs, ui) -> None:
     from tasks.tracking import ui_runs_url
 
     port = int(mlflow_ui.rsplit(":", 1)[1])
@@ -156,10 +121,10 @@ def test_the_printed_link_opens_the_run_table_and_it_expands_to_every_stage(
     assert clicked >= 1, "the pipeline row has no expander for its child runs"
     text = browser.wait_for_text(*STAGES)
     assert "shard " in text, "the pretrain row's Dataset column names no shard manifest"
-    assert_not_blank(browser.screenshot(SHOTS / "mlflow_run_tree.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "mlflow_run_tree.png"))
 
 
-def test_the_pretrain_run_shows_its_training_curves(browser, mlflow_ui, runs) -> None:
+def test_the_pretrain_run_shows_its_training_curves(browser, mlflow_ui, runs, ui) -> None:
     browser.goto("about:blank")
     browser.goto(f"{mlflow_ui}/#/experiments/{runs['experiment']}/runs/{runs['pretrain']}"
                  f"/model-metrics?{TRAINING_VIEW}")
@@ -172,25 +137,25 @@ def test_the_pretrain_run_shows_its_training_curves(browser, mlflow_ui, runs) ->
     browser.wait_for("document.querySelectorAll('.js-plotly-plot, .main-svg').length > 0",
                      "a plotted chart")
     time.sleep(1)
-    assert_not_blank(browser.screenshot(SHOTS / "mlflow_training_curve.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "mlflow_training_curve.png"))
 
 
-def test_the_evaluate_run_shows_its_table_and_retrieval_grid(browser, mlflow_ui, runs) -> None:
+def test_the_evaluate_run_shows_its_table_and_retrieval_grid(browser, mlflow_ui, runs, ui) -> None:
     base = f"{mlflow_ui}/#/experiments/{runs['experiment']}/runs/{runs['evaluate']}/artifacts"
     browser.goto("about:blank")
     browser.goto(f"{base}/tables/metrics.json?{TRAINING_VIEW}")
     browser.wait_for_text("View as table", "retrieval/mean_recall", "retrieval/i2t_r1")
-    assert_not_blank(browser.screenshot(SHOTS / "mlflow_evaluation_table.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "mlflow_evaluation_table.png"))
     browser.goto("about:blank")
     browser.goto(f"{base}/images/retrieval_grid.png?{TRAINING_VIEW}")
     browser.wait_for("[...document.querySelectorAll('img')].some(i => i.naturalWidth > 100 &&"
                      " i.naturalHeight > 100)", "the retrieval grid image")
     browser.wait_for_text("retrieval_grid.sources.md")  # its sources table sits beside it
-    assert_not_blank(browser.screenshot(SHOTS / "mlflow_retrieval_grid.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "mlflow_retrieval_grid.png"))
 
 
-def test_the_search_page_answers_a_text_query(browser, pipeline) -> None:
-    port = free_port()
+def test_the_search_page_answers_a_text_query(browser, pipeline, ui) -> None:
+    port = ui.free_port()
     proc = subprocess.Popen([str(BIN / "brivl"), "search", "--serve", "--index",
                              pipeline["index_dir"], "--port", str(port)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -208,6 +173,6 @@ def test_the_search_page_answers_a_text_query(browser, pipeline) -> None:
             " return imgs.length >= 3 ? imgs.length : 0; })()", "three result images")
         assert shown >= 3
         time.sleep(1)
-        assert_not_blank(browser.screenshot(SHOTS / "search_page.png"))
+        ui.assert_not_blank(browser.screenshot(ui.SHOTS / "search_page.png"))
     finally:
         stop(proc)

@@ -11,17 +11,13 @@ Screenshots go to ``$BRIVL_UI_SHOTS`` (default ``test-artifacts/ui/``).
 
 from __future__ import annotations
 
-import importlib.util
-import io
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from brivl.demo import DemoConfig, build_site, serve
 from brivl.env import HOME_BOUND_KEYS
@@ -29,39 +25,18 @@ from brivl.env import HOME_BOUND_KEYS
 pytestmark = [pytest.mark.ui, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
-SHOTS = Path(os.environ.get("BRIVL_UI_SHOTS", ROOT / "test-artifacts" / "ui"))
 PYTHON = sys.executable
 DATA_CONFIG = {"download": {"timeout_s": 1.0, "processes_count": 1, "thread_count": 8}}
 
 
-def _browser_module():
-    spec = importlib.util.spec_from_file_location("brivl_tests_browser_prefect",
-                                                  Path(__file__).with_name("browser.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def assert_not_blank(path: Path) -> None:
-    image = Image.open(io.BytesIO(path.read_bytes())).convert("L")
-    low, high = image.getextrema()
-    assert high - low > 100 and len(image.getcolors(1 << 16) or []) > 20, f"{path} looks blank"
-
-
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory, request):
+def served(tmp_path_factory: pytest.TempPathFactory, request, ui):
     """``make serve``'s services on free ports in a fresh home, and that home's environment."""
     home = tmp_path_factory.mktemp("serve")
     env = {k: v for k, v in os.environ.items()
            if k not in HOME_BOUND_KEYS and k != "BRIVL_MLFLOW_PARENT_RUN_ID"}
-    env.update(BRIVL_HOME=str(home), BRIVL_PREFECT_PORT=str(free_port()),
-               BRIVL_MLFLOW_PORT=str(free_port()), BRIVL_WORK_POOL="brivl-ui-test",
+    env.update(BRIVL_HOME=str(home), BRIVL_PREFECT_PORT=str(ui.free_port()),
+               BRIVL_MLFLOW_PORT=str(ui.free_port()), BRIVL_WORK_POOL="brivl-ui-test",
                OMP_NUM_THREADS="1")
     api = f"http://127.0.0.1:{env['BRIVL_PREFECT_PORT']}/api"
 
@@ -105,31 +80,25 @@ def data_runs(served, tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     return ids
 
 
-@pytest.fixture(scope="module")
-def browser():
-    with _browser_module().Browser() as page:
-        yield page
-
-
 def test_the_flow_run_page_shows_the_task_graph_and_stage_milestones(
-        browser, served, data_runs) -> None:
-    _, ui = served
-    browser.goto(f"{ui}/runs/flow-run/{data_runs[0]}")
+        browser, served, data_runs, ui) -> None:
+    _, ui_url = served
+    browser.goto(f"{ui_url}/runs/flow-run/{data_runs[0]}")
     browser.wait_for_text("brivl-data", "Completed", "Task Runs")
     browser.wait_for("document.querySelectorAll('canvas').length > 0", "the task graph canvas")
     text = browser.wait_for_text("filter: done in", "shard: done in", timeout=90)
     assert "Can't connect to Server API" not in text
-    assert_not_blank(browser.screenshot(SHOTS / "prefect_flow_run.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "prefect_flow_run.png"))
 
 
-def test_the_rerun_shows_its_stage_tasks_as_cache_hits(browser, served, data_runs) -> None:
-    _, ui = served
+def test_the_rerun_shows_its_stage_tasks_as_cache_hits(browser, served, data_runs, ui) -> None:
+    _, ui_url = served
     browser.goto("about:blank")
-    browser.goto(f"{ui}/runs/flow-run/{data_runs[1]}")
+    browser.goto(f"{ui_url}/runs/flow-run/{data_runs[1]}")
     # the Logs tab: each stage task finished as a Prefect cache hit, and our milestone says
     # which finished output it reused
     text = browser.wait_for_text("brivl-data", "Completed", "Cached(type=COMPLETED)",
                                  "filter: reused its finished output",
                                  "shard: reused its finished output", timeout=90)
     assert "filter: done in" not in text, "the rerun ran the filter again"
-    assert_not_blank(browser.screenshot(SHOTS / "prefect_rerun_cached.png"))
+    ui.assert_not_blank(browser.screenshot(ui.SHOTS / "prefect_rerun_cached.png"))
