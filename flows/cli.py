@@ -6,7 +6,11 @@ Optionally ``check(args)`` validates the arguments and configs (raising an Input
 no side effects: it runs before the project home's stores are set up, so a bad argument
 fails in about a second even on a fresh ``BRIVL_HOME`` (whose Prefect database takes ~30 s
 to migrate); ``run`` may call it again. ``ORCHESTRATED = False`` says the command runs no
-Prefect flow or task, so that database is not prepared for it at all.
+Prefect flow or task, so that database is not prepared for it at all;
+``ORCHESTRATED = "served"`` (the one-stage commands) says it runs as a Prefect task only when
+a Prefect server is configured, else in-process (:mod:`tasks.standalone`). A command that
+runs flows starts this process's ephemeral Prefect server in the background while its
+arguments are checked (:mod:`tasks.prefect_server`).
 """
 
 from __future__ import annotations
@@ -55,17 +59,33 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     for name in _RUN_LOGGERS:
         logging.getLogger(name).addFilter(_no_input_error_traceback)
+    prefect = _needs_prefect(args._orchestrated)
     try:
+        if prefect:
+            from tasks.prefect_server import start_in_background
+
+            start_in_background(migrated_only=True)  # boots while the arguments are checked
         if args._check is not None:
-            args._check(args)  # before any setup: a bad argument costs no database migration
-        if args._orchestrated:
+            # before any setup: a bad argument costs no database migration; ``run`` reads the
+            # checked value from ``args._checked`` rather than checking again
+            args._checked = args._check(args)
+        if prefect:
             from tasks.stores import prepare_orchestration_store
 
             prepare_orchestration_store()  # a fresh home's Prefect database, once, under a lock
+            start_in_background()  # flows wait for it (tasks.prefect_server.wait_ready)
         return int(args._run(args) or 0)
     except (InputError, ManifestError, FileNotFoundError, FileExistsError) as exc:
         print(f"brivl {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
+
+
+def _needs_prefect(orchestrated: bool | str) -> bool:
+    if orchestrated == "served":
+        from tasks.standalone import orchestrated as served
+
+        return served()
+    return bool(orchestrated)
 
 
 _RUN_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")  # Prefect logs a failed run's traceback

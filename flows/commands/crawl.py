@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "crawl seed URLs (or WARC files) into image candidates (Parquet + manifest)"
 
 
@@ -124,10 +125,10 @@ def run(args: argparse.Namespace) -> int:
     from brivl.manifest import read_manifest
     from brivl.report import print_table
     from tasks.crawl import crawl_task
+    from tasks.standalone import call_stage
 
-    out_dir = crawl_task(
-        args.seed, config, out_dir=args.out, warc_files=args.warc, refresh=args.refresh
-    )
+    out_dir = call_stage(crawl_task, args.seed, config, out_dir=args.out, warc_files=args.warc,
+                         refresh=args.refresh)
     body = read_manifest(out_dir)
     extra = body["extra"]
     rows = [

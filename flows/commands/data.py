@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     from brivl.report import print_table
     from flows.commands.pipeline import rejection_rows, stage_rows
     from flows.data import data_flow
+    from tasks.prefect_server import wait_ready
 
-    cfg, crawl = check(args)
+    cfg, crawl = getattr(args, "_checked", None) or check(args)
+    wait_ready()
     result = data_flow(
         args.seed, crawl, cfg.get("download", {}), cfg.get("filter", {}), cfg.get("shard", {}),
         refresh=args.refresh, eval_sets=args.eval_sets or None,

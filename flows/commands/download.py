@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "download a crawl's allowed image candidates with img2dataset (shards + rejected + manifest)"
 
 
@@ -124,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
     source, config = check(args)
     from brivl.report import print_table
     from tasks.download import download_task
+    from tasks.standalone import call_stage
 
-    out_dir = download_task(str(source), config, out_dir=args.out)
+    out_dir = call_stage(download_task, str(source), config, out_dir=args.out)
     if args.retry_transient:
         from tasks.download import retry_download
 

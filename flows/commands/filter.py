@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = ("filter image-text pairs: size, aspect, caption rules, blocklist, spam, language, faces, "
         "dedup, evaluation overlap, optional model score")
 
@@ -101,13 +102,14 @@ def run(args: argparse.Namespace) -> int:
     from brivl.filter import REPORT_NAME, summary_rows
     from brivl.report import print_table
     from tasks.filter import filter_task
+    from tasks.standalone import call_stage
 
     config = check(args)
     if args.eval_sets:
         from flows.checks import check_eval_sets
 
         check_eval_sets(args.eval_sets)
-    out_dir = filter_task(args.input, config, args.out, workers=args.workers,
+    out_dir = call_stage(filter_task, args.input, config, args.out, workers=args.workers,
                           eval_sets=args.eval_sets or None)
     report = json.loads((Path(out_dir) / REPORT_NAME).read_text())
     print_table(f"filter: {out_dir}", summary_rows(report))

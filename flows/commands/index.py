@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "embed the shards with a model and build the clip-retrieval index (cached stage)"
 
 
@@ -35,9 +36,10 @@ def run(args: argparse.Namespace) -> int:
     from brivl.report import print_table
     from brivl.retrieval.service import service_hint
     from tasks.index import index_task
+    from tasks.standalone import call_stage
 
     config = check(args)
-    out_dir = index_task(args.checkpoint, args.shards, config, args.out)
+    out_dir = call_stage(index_task, args.checkpoint, args.shards, config, args.out)
     body = read_manifest(out_dir)
     print_table(
         "index",

@@ -119,11 +119,13 @@ def check(args: argparse.Namespace) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline_flow
+    from tasks.prefect_server import wait_ready
 
-    cfg = check(args)
+    cfg = getattr(args, "_checked", None) or check(args)
     started = time.monotonic()
     source = _demo_source(args, cfg) if args.demo else contextlib.nullcontext(args.seed)
     with source as seeds:
+        wait_ready()  # the ephemeral Prefect server booted meanwhile (tasks.prefect_server)
         result = pipeline_flow(seeds, cfg)
     print_summary(result, time.monotonic() - started)
     return 0

@@ -7,6 +7,7 @@ import json
 
 from brivl.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_STEPS
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "pretrain a BriVL model on the shards (local process or Ray Train workers; resumable)"
 
 
@@ -76,9 +77,10 @@ def check(args: argparse.Namespace) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from tasks.pretrain import pretrain_task, print_summary
+    from tasks.standalone import call_stage
 
     config = check(args)
-    result = pretrain_task(args.shards, config, args.out)
+    result = call_stage(pretrain_task, args.shards, config, args.out)
     print_summary(result)
     print(result["checkpoint"])
     return 0

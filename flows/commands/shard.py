@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "write fixed-row train/val Parquet shards (JPEG, caption, key, size, sha256, url)"
 
 
@@ -33,9 +34,10 @@ def run(args: argparse.Namespace) -> int:
     from brivl.manifest import read_manifest
     from brivl.report import print_table
     from tasks.shard import shard_task
+    from tasks.standalone import call_stage
 
     config = check(args)
-    out_dir = shard_task(args.input, config, args.out)
+    out_dir = call_stage(shard_task, args.input, config, args.out)
     body = read_manifest(out_dir)
     shards = body["extra"].get("shards", {})
     print_table(
