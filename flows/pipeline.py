@@ -68,9 +68,10 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "eval": {},
     "baselines": {"step0": True, "frozen_towers": True},  # evaluated beside the trained model
     "index": {},
-    # CPU-sized (~15 s on 2 cores): L1 + VQ losses only (the perceptual features cost 3x per
-    # step); raise steps and channels on a GPU
-    "generator": {"steps": 120, "lr": 0.01, "perceptual_weight": 0.0},
+    # CPU-sized (~15 s on 2 cores): L1 (foreground-weighted) + colour + VQ losses, no
+    # perceptual features (they cost 3x per step); raise steps and channels on a GPU. lr 3e-3:
+    # at 1e-2 the colours of held-out reconstructions collapsed to a yellow/black palette
+    "generator": {"steps": 120, "lr": 0.003, "perceptual_weight": 0.0},
     # each step backpropagates 1 + n_views images through the image tower (~4 s a prompt and
     # algorithm on 2 cores). Algorithm 1 paints flat-coloured ellipses on white (the "shapes"
     # parameterisation): on this small model, Fourier pixels turn into texture, shapes show

@@ -2,7 +2,11 @@
 
 Convolutional encoder -> latent grid ``z`` ``[B,D,h,w]`` -> nearest codebook vector per cell
 (straight-through gradient, codebook + commitment loss, van den Oord et al. 2017) ->
-convolutional decoder -> sigmoid -> image in [0,1]. Trained with L1 + a perceptual-style
+convolutional decoder (plus a per-cell 1x1 colour path) -> sigmoid -> image in [0,1].
+Clip art is mostly white, so plain L1 is won by grey-and-black reconstructions: the drawn
+(non-white) pixels get extra L1 weight, a block-averaged colour loss asks each block for
+its mean colour, and codes unused for ``restart_every`` steps restart at encoder outputs
+(without it a few codes took every cell). Trained with L1 + a perceptual-style
 feature loss (distances between the features a small *fixed* random conv net extracts, which
 rewards matching local structure rather than exact pixels) and, optionally, a hinge-loss
 patch discriminator (Esser et al., "Taming Transformers", 2021).
@@ -26,6 +30,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from brivl.colours import BACKGROUND_MIN
 from brivl.config_parse import bounded, config_from_dict
 from brivl.interpret.common import pil_to_tensor
 from brivl.report import progress
@@ -53,6 +58,15 @@ class VQGeneratorConfig:
     batch_size: int = bounded(8, min=1, max=65_536)
     lr: float = bounded(1e-3, gt=0, max=10)
     l1_weight: float = bounded(1.0, min=0)
+    foreground_weight: float = bounded(2.0, min=0)  # extra L1 weight on drawn (non-white)
+    #                                         pixels, so white backgrounds do not favour grey
+    colour_weight: float = bounded(2.0, min=0)  # L1 between block-averaged images (colour
+    #                                                        of each block, low frequencies)
+    colour_block: int = bounded(8, min=1, max=1024)  # block side of the colour loss, pixels
+    colour_path: bool = True  # a 1x1 conv from each latent cell straight to RGB logits,
+    #   upsampled and added to the decoder's: the cell's colour needs no deep path to learn
+    restart_every: int = bounded(10, min=0)  # every this many steps, codes unused since the
+    #                           last restart restart at random encoder outputs (0 = never)
     perceptual_weight: float = bounded(0.1, min=0)
     perceptual: str = bounded("random", choices=PERCEPTUAL_KINDS)  # perceptual features:
     #                                                  random (fixed conv net) | lite0 | none
@@ -138,9 +152,16 @@ class Decoder(nn.Module):
                 ]
         layers += [_norm(c), nn.SiLU(), nn.Conv2d(c, 3, 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        self.factor = cfg.downsample
+        self.colour = nn.Conv2d(cfg.latent_dim, 3, 1) if cfg.colour_path else None
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)  # [B,D,h,w] -> [B,3,h*f,w*f] logits
+        logits = self.net(z)  # [B,D,h,w] -> [B,3,h*f,w*f]
+        if self.colour is not None:  # per-cell colour, smoothly upsampled
+            logits = logits + F.interpolate(
+                self.colour(z), scale_factor=self.factor, mode="bilinear", align_corners=False
+            )
+        return logits
 
 
 class Codebook(nn.Module):
@@ -339,10 +360,13 @@ def train_generator(
     opt_d = torch.optim.Adam(disc.parameters(), lr=config.lr, betas=(0.5, 0.9)) if disc else None
     model.train()
     _init_codebook_from_data(model, _batch(data, config, generator), generator)
+    recent = torch.zeros_like(model.codebook.usage)  # code hits since the last restart
     with progress("train generator", config.steps) as advance:
         for step in range(config.steps):
             real = _batch(data, config, generator)  # [B,3,S,S] float in [0,1]
-            metrics = _generator_step(model, disc, features, opt, real, step, config)
+            metrics = _generator_step(
+                model, disc, features, opt, real, step, config, recent, generator
+            )
             if disc is not None and opt_d is not None and step >= config.adversarial_start:
                 metrics["adv_d"] = _discriminator_step(model, disc, opt_d, real)
             if report is not None and (step % config.log_every == 0 or step == config.steps - 1):
@@ -374,6 +398,27 @@ def _init_codebook_from_data(
     model.codebook.embedding.weight.copy_(flat[pick] + jitter)
 
 
+def foreground(images: torch.Tensor) -> torch.Tensor:
+    """``[B,3,H,W]`` in [0,1] -> ``[B,1,H,W]`` 1.0 where a pixel is drawn (not near-white)."""
+    return (images < BACKGROUND_MIN / 255).any(1, keepdim=True).to(images.dtype)
+
+
+@torch.no_grad()
+def _restart_dead_codes(
+    model: VQGenerator, latent: torch.Tensor, recent: torch.Tensor, generator: torch.Generator
+) -> int:
+    """Move every code with no hit since the last restart onto a random encoder output of
+    the batch (dead codes never get a gradient otherwise); return how many moved."""
+    dead = (recent == 0).nonzero().flatten()
+    if not len(dead):
+        return 0
+    flat = latent.detach().permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
+    pick = torch.randint(len(flat), (len(dead),), generator=generator)
+    jitter = 0.01 * flat.std() * torch.randn(len(dead), flat.shape[1], generator=generator)
+    model.codebook.embedding.weight[dead] = flat[pick] + jitter
+    return len(dead)
+
+
 def _generator_step(
     model: VQGenerator,
     disc: PatchDiscriminator | None,
@@ -382,12 +427,26 @@ def _generator_step(
     real: torch.Tensor,
     step: int,
     config: VQGeneratorConfig,
+    recent: torch.Tensor,
+    generator: torch.Generator,
 ) -> dict[str, float]:
-    zq, vq_loss, index = model.codebook(model.encode(real))
+    latent = model.encode(real)
+    zq, vq_loss, index = model.codebook(latent)
     fake = model.decode(zq)
-    l1 = (fake - real).abs().mean()
+    error = (fake - real).abs()  # [B,3,H,W]
+    l1 = error.mean()
     loss = config.l1_weight * l1 + vq_loss
     metrics = {"l1": float(l1.detach()), "vq": float(vq_loss.detach())}
+    if config.foreground_weight:
+        drawn = foreground(real)  # [B,1,H,W]
+        l1_fg = (error * drawn).sum() / (3 * drawn.sum()).clamp(min=1.0)
+        loss = loss + config.foreground_weight * l1_fg
+        metrics["l1_fg"] = float(l1_fg.detach())
+    if config.colour_weight:
+        block = min(config.colour_block, real.shape[-1])
+        colour = (F.avg_pool2d(fake, block) - F.avg_pool2d(real, block)).abs().mean()
+        loss = loss + config.colour_weight * colour
+        metrics["colour"] = float(colour.detach())
     if features is not None and config.perceptual_weight:
         perceptual = features.distance(fake, real)
         loss = loss + config.perceptual_weight * perceptual
@@ -400,7 +459,12 @@ def _generator_step(
     loss.backward()
     opt.step()
     with torch.no_grad():
-        model.codebook.usage += torch.bincount(index.flatten(), minlength=len(model.codebook.usage))
+        hits = torch.bincount(index.flatten(), minlength=len(model.codebook.usage))
+        model.codebook.usage += hits
+        recent += hits
+        if config.restart_every and (step + 1) % config.restart_every == 0:
+            metrics["codes_restarted"] = float(_restart_dead_codes(model, latent, recent, generator))
+            recent.zero_()
     metrics["loss"] = float(loss.detach())
     metrics["codes_used"] = float(index.unique().numel())
     return metrics
@@ -442,6 +506,8 @@ def load_generator(path: str | Path) -> VQGenerator:
     body = json.loads(config_file.read_text())
     if body.get("kind") != VQGenerator.kind:
         raise ValueError(f"{config_file}: kind {body.get('kind')!r}; this code loads 'vqgan'")
-    model = VQGenerator(VQGeneratorConfig.from_dict(body["config"]))
+    config = dict(body["config"])
+    config.setdefault("colour_path", False)  # written before the colour path existed
+    model = VQGenerator(VQGeneratorConfig.from_dict(config))
     model.load_state_dict(load_file(str(weights_file)))
     return model.eval()
