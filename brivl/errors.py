@@ -21,3 +21,12 @@ class SchemaError(InputError):
 
 class CheckpointError(InputError):
     """A model checkpoint that cannot be loaded (missing, truncated or malformed file)."""
+
+
+class ManifestError(RuntimeError):
+    """A stage directory is missing its manifest, or its files disagree with it."""
+
+
+#: What the command line prints as one line (exit code 2) and a stage never retries.
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    InputError, ManifestError, FileNotFoundError, FileExistsError)

@@ -14,15 +14,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from brivl.errors import ManifestError
 from brivl.fingerprint import file_sha256, stable_hash
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "_manifest.json"
 _UNHASHED = ("created_at", "hash", "extra")
-
-
-class ManifestError(RuntimeError):
-    """A stage directory is missing its manifest, or its files disagree with it."""
 
 
 def data_files(out_dir: Path) -> list[Path]:

@@ -5,7 +5,8 @@ and keeps heavy imports (Prefect, Ray, torch) inside ``run`` so ``brivl --help``
 Optionally ``check(args)`` validates the arguments and configs (raising an InputError) with
 no side effects: it runs before the project home's stores are set up, so a bad argument
 fails in about a second even on a fresh ``BRIVL_HOME`` (whose Prefect database takes ~30 s
-to migrate); ``run`` may call it again. ``ORCHESTRATED = False`` says the command runs no
+to migrate); ``run`` takes the checked value from :func:`flows.commands.checked` instead
+of checking again. ``ORCHESTRATED = False`` says the command runs no
 Prefect flow or task, so that database is not prepared for it at all;
 ``ORCHESTRATED = "served"`` (the one-stage commands) says it runs as a Prefect task only when
 a Prefect server is configured, else in-process (:mod:`tasks.standalone`). A command that
@@ -52,8 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     Input a user can fix (a bad config, input file, seed or checkpoint; a missing or foreign
     directory) is one line on stderr and exit code 2, not a traceback. The arguments are
     checked before the stores are prepared."""
-    from brivl.errors import InputError
-    from brivl.manifest import ManifestError
+    from brivl.errors import USER_ERRORS
 
     apply_defaults()
     args = build_parser().parse_args(argv)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             start_in_background(migrated_only=True)  # boots while the arguments are checked
         if args._check is not None:
             # before any setup: a bad argument costs no database migration; ``run`` reads the
-            # checked value from ``args._checked`` rather than checking again
+            # checked value back with flows.commands.checked rather than checking again
             args._checked = args._check(args)
         if prefect:
             from tasks.stores import prepare_orchestration_store
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             prepare_orchestration_store()  # a fresh home's Prefect database, once, under a lock
             start_in_background()  # flows wait for it (tasks.prefect_server.wait_ready)
         return int(args._run(args) or 0)
-    except (InputError, ManifestError, FileNotFoundError, FileExistsError) as exc:
+    except USER_ERRORS as exc:
         print(f"brivl {args.command}: {_one_line(exc)}", file=sys.stderr)
         return 2
 

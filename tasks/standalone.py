@@ -17,10 +17,7 @@ import sys
 import time
 from typing import Any
 
-from brivl.errors import InputError
-from brivl.manifest import ManifestError
-
-USER_ERRORS = (InputError, ManifestError, FileNotFoundError, FileExistsError)
+from brivl.errors import USER_ERRORS
 
 
 def orchestrated() -> bool:

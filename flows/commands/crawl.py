@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from flows.commands import checked
+
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "crawl seed URLs (or WARC files) into image candidates (Parquet + manifest)"
 
@@ -120,7 +122,7 @@ def check(args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    config = check(args)
+    config = checked(args, check)
     from brivl.crawl.stage import no_candidates_message
     from brivl.manifest import read_manifest
     from brivl.report import print_table

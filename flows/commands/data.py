@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import checked
+
 HELP = "run the data flow (crawl → download → filter → shard) from seed URLs"
 
 
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.data import data_flow
     from tasks.prefect_server import wait_ready
 
-    cfg, crawl = getattr(args, "_checked", None) or check(args)
+    cfg, crawl = checked(args, check)
     wait_ready()
     result = data_flow(
         args.seed, crawl, cfg.get("download", {}), cfg.get("filter", {}), cfg.get("shard", {}),

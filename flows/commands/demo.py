@@ -13,6 +13,8 @@ import sys
 import time
 from typing import Any
 
+from flows.commands import checked
+
 HELP = "serve the demo web on 127.0.0.1 (until Ctrl-C) or write its held-out eval sets"
 ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
 DEMO_WEBS = ("openclipart", "synthetic")
@@ -85,7 +87,7 @@ def build_demo_web(web: str, images: int | None = None, seed: int = 0,
 
 
 def run(args: argparse.Namespace) -> int:
-    check(args)
+    checked(args, check)
     try:
         web, site = build_demo_web(args.web, args.images, args.seed,
                                    getattr(args, "slow_seconds", 3.0))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from flows.commands import checked
+
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "download a crawl's allowed image candidates with img2dataset (shards + rejected + manifest)"
 
@@ -122,7 +124,7 @@ def check(args: argparse.Namespace) -> tuple[Path, dict]:
 def run(args: argparse.Namespace) -> int:
     from brivl.manifest import read_manifest
 
-    source, config = check(args)
+    source, config = checked(args, check)
     from brivl.report import print_table
     from tasks.download import download_task
     from tasks.standalone import call_stage

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from flows.commands import checked
+
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = ("filter image-text pairs: size, aspect, caption rules, blocklist, spam, language, faces, "
         "dedup, evaluation overlap, optional model score")
@@ -104,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.filter import filter_task
     from tasks.standalone import call_stage
 
-    config = check(args)
+    config = checked(args, check)
     if args.eval_sets:
         from flows.checks import check_eval_sets
 

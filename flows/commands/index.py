@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flows.commands import checked
+
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "embed the shards with a model and build the clip-retrieval index (cached stage)"
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.index import index_task
     from tasks.standalone import call_stage
 
-    config = check(args)
+    config = checked(args, check)
     out_dir = call_stage(index_task, args.checkpoint, args.shards, config, args.out)
     body = read_manifest(out_dir)
     print_table(

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from flows.checks import STAGES
+from flows.commands import checked
 
 HELP = "run crawl → download → filter → shard → pretrain → evaluate → register → index → interpret"
 DEMO_PORT = 8731  # the demo's canonical port: in its seeds and rows, whichever port it listens on
@@ -121,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from flows.pipeline import pipeline_flow
     from tasks.prefect_server import wait_ready
 
-    cfg = getattr(args, "_checked", None) or check(args)
+    cfg = checked(args, check)
     started = time.monotonic()
     source = _demo_source(args, cfg) if args.demo else contextlib.nullcontext(args.seed)
     with source as seeds:

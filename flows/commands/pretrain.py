@@ -6,6 +6,7 @@ import argparse
 import json
 
 from brivl.defaults import DEFAULT_BATCH_SIZE, DEFAULT_MODEL, DEFAULT_STEPS
+from flows.commands import checked
 
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "pretrain a BriVL model on the shards (local process or Ray Train workers; resumable)"
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.pretrain import pretrain_task, print_summary
     from tasks.standalone import call_stage
 
-    config = check(args)
+    config = checked(args, check)
     result = call_stage(pretrain_task, args.shards, config, args.out)
     print_summary(result)
     print(result["checkpoint"])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from flows.commands import checked
+
 ORCHESTRATED = "served"  # a Prefect task only with a server configured (tasks.standalone)
 HELP = "write fixed-row train/val Parquet shards (JPEG, caption, key, size, sha256, url)"
 
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.shard import shard_task
     from tasks.standalone import call_stage
 
-    config = check(args)
+    config = checked(args, check)
     out_dir = call_stage(shard_task, args.input, config, args.out)
     body = read_manifest(out_dir)
     shards = body["extra"].get("shards", {})

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from flows.commands import checked
+
 HELP = ("remove images (by URL or sha256) from the shards and search indices; tag the model "
         "versions trained on them takedown_pending=<count>")
 ORCHESTRATED = False  # runs no Prefect flow or task: its database is not prepared
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from brivl.report import print_table
     from tasks.takedown import PENDING_TAG, run_takedown
 
-    summary = run_takedown(check(args), args.shards, args.index, args.model_name)
+    summary = run_takedown(checked(args, check), args.shards, args.index, args.model_name)
     if args.json:
         print(json.dumps(summary, indent=2, sort_keys=True))
         return 0
