@@ -55,7 +55,7 @@ CPU_TRAIN: dict[str, Any] = {
     "min_lr": 1e-5,
     "trunk_cache": True,
     "augment": {"enabled": False},
-    "cpu_bf16": True,
+    # cpu_bf16 stays "auto": bf16 autocast only on CPUs with bf16 instructions
 }
 
 DEFAULT_CONFIG: dict[str, Any] = {

@@ -72,7 +72,9 @@ class TrainConfig:
     report_every: int = bounded(10, min=1)  # steps between report() calls (the last always)
     seed: int = bounded(0, min=0)
     bf16: bool = True  # bf16 autocast when training on a GPU (on CPU only with cpu_bf16)
-    cpu_bf16: bool = False  # bf16 autocast on CPU too (see bench/train.py for when it pays)
+    cpu_bf16: bool | str = "auto"  # bf16 autocast on CPU: "auto" = only where the CPU has
+    #   bf16 instructions (AVX512-BF16 or AMX; emulated bf16 ran 6x slower on an AVX2 CPU);
+    #   true/false force it
     fp16: bool = False  # fp16 autocast with a GradScaler instead of bf16 (GPUs without bf16;
     #   on CPU it runs too, slowly: for tests)
     grad_checkpointing: bool = False  # recompute the towers' trainable blocks in backward
@@ -118,6 +120,8 @@ class TrainConfig:
             problems.append("trunk_cache=True with augment.enabled=True (augmentation changes "
                             "the frozen trunk's input every epoch; accepted: augment "
                             "{'enabled': false} with trunk_cache, or trunk_cache=False)")
+        if isinstance(self.cpu_bf16, str) and self.cpu_bf16 != "auto":
+            problems.append(f"cpu_bf16={self.cpu_bf16!r} (accepted: true, false or \"auto\")")
         if self.grad_accum_steps < 1:
             problems.append(f"grad_accum_steps={self.grad_accum_steps} (accepted: >= 1)")
         if self.train_samples is not None and self.train_samples < 1:

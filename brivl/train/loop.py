@@ -30,6 +30,7 @@ import torch.nn.functional as F
 
 from brivl.model import BriVL, build_config, create_model, load_checkpoint, save_checkpoint
 from brivl.model.distributed import all_gather_cat
+from brivl.model.precision import cpu_has_native_bf16
 from brivl.model.recompute import set_grad_checkpointing
 from brivl.model.sync_bn import convert_global_batchnorm
 from brivl.model.tokenizer import train_tokenizer
@@ -271,7 +272,7 @@ class _Runner:
             self.autocast, self.amp_dtype = True, torch.float16
             self.scaler: torch.amp.GradScaler | None = torch.amp.GradScaler(device.type)
         else:
-            self.autocast = config.bf16 and (device.type == "cuda" or config.cpu_bf16)
+            self.autocast = config.bf16 and (device.type == "cuda" or cpu_bf16(config.cpu_bf16))
             self.amp_dtype, self.scaler = torch.bfloat16, None
         self.lr = self.momentum = 0.0
         self.grad_norm = torch.zeros((), device=device)
@@ -591,6 +592,12 @@ def _rank_world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def cpu_bf16(setting: bool | str) -> bool:
+    """``TrainConfig.cpu_bf16`` resolved: ``"auto"`` means the CPU has bf16 instructions
+    (:func:`brivl.model.precision.cpu_has_native_bf16`); emulated bf16 slows a step down."""
+    return cpu_has_native_bf16() if setting == "auto" else bool(setting)
 
 
 def _device(name: str) -> torch.device:
