@@ -16,16 +16,16 @@ os.environ["BRIVL_HOME"] = _HOME
 apply_defaults()
 
 
-def _hostile_module():
-    """``tests/hostile_site.py`` (tests are no package under --import-mode=importlib)."""
+def helper_module(relative: str):
+    """A helper module of the tests by its path below ``tests/``, loaded once (tests are no
+    package under --import-mode=importlib)."""
     import importlib.util
     import sys
     from pathlib import Path
 
-    name = "brivl_tests_hostile_site"
+    name = "brivl_tests_" + relative.removesuffix(".py").replace("/", "_")
     if name not in sys.modules:
-        path = Path(__file__).with_name("hostile_site.py")
-        spec = importlib.util.spec_from_file_location(name, path)
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / relative)
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
@@ -33,9 +33,59 @@ def _hostile_module():
 
 
 @pytest.fixture(scope="session")
+def load_helper():
+    """:func:`helper_module`, for conftest files below this one."""
+    return helper_module
+
+
+def kill_when_written(proc, path, timeout_s: float) -> None:
+    """SIGKILL ``proc`` once ``path`` exists (a checkpoint it wrote), failing if it exits or
+    ``timeout_s`` passes first; the process is reaped either way."""
+    import signal
+    import time
+
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not path.exists():
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, f"no {path.name} within {timeout_s:.0f} s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="session")
+def kill_when():
+    """:func:`kill_when_written`: kill a training subprocess at a checkpoint."""
+    return kill_when_written
+
+
+@pytest.fixture(scope="session")
 def hostile():
     """The hostile-site module: its server, listeners and page table."""
-    return _hostile_module()
+    return helper_module("hostile_site.py")
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    """``tests/brivl/retrieval/corpus.py``: tiny shards and tiny real checkpoints."""
+    return helper_module("brivl/retrieval/corpus.py")
+
+
+@pytest.fixture(scope="module")
+def patient_prefect_server():
+    """The ephemeral Prefect API server may start slowly on a busy 2-core box (default 20 s)."""
+    from prefect.settings import (
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
+        yield
 
 
 @pytest.fixture

@@ -4,9 +4,7 @@ and the stage records which model filtered the data."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
-import sys
 from pathlib import Path
 
 import mlflow
@@ -20,18 +18,7 @@ from brivl.errors import ConfigError
 from brivl.filter import RULES, FilterConfig, run_filter
 from brivl.filter.model_score import load_scorer, score_pairs
 
-CORPUS_FILE = Path(__file__).resolve().parent / "retrieval" / "corpus.py"
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 40), "blue": (30, 60, 220)}
-
-
-def _corpus():
-    name = "brivl_retrieval_test_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CORPUS_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 def _jpeg(i: int) -> bytes:
@@ -54,13 +41,13 @@ def _rows(n: int) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def setup(corpus, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("model-score")
     rows = _rows(30)
     (root / "in").mkdir()
     for i, part in enumerate((rows[:17], rows[17:])):
         pq.write_table(pa.Table.from_pylist(part), root / "in" / f"{i:05d}.parquet")
-    checkpoint = _corpus().make_checkpoint(root / "ckpt", seed=0)
+    checkpoint = corpus.make_checkpoint(root / "ckpt", seed=0)
     return {"root": root, "rows": rows, "checkpoint": checkpoint,
             "scorer": load_scorer(str(checkpoint))}
 

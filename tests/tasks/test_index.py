@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,17 +12,7 @@ from prefect import flow
 from brivl.manifest import read_manifest
 from tasks.index import index_task, model_identity
 
-CORPUS_FILE = Path(__file__).resolve().parents[1] / "brivl" / "retrieval" / "corpus.py"
-
-
-def _corpus():
-    name = "brivl_retrieval_test_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CORPUS_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+pytestmark = pytest.mark.usefixtures("patient_prefect_server")
 
 
 @flow
@@ -33,21 +21,8 @@ def index_flow(checkpoint: str, shard_dir: str, config: dict) -> tuple[str, str]
     return state.name, state.result()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def patient_prefect_server():
-    """The ephemeral Prefect API server may start slowly on a busy 2-core box (default 20 s)."""
-    from prefect.settings import (
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
-        yield
-
-
 @pytest.fixture(scope="module")
-def corpus_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    corpus = _corpus()
+def corpus_dirs(corpus, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("index-stage")
     return {
         "shards": corpus.make_shards(root / "shards"),
@@ -57,7 +32,7 @@ def corpus_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def test_rebuilds_only_when_model_or_shards_change(
-    corpus_dirs: dict[str, Path], tmp_path: Path
+    corpus, corpus_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     from tasks.register import checkpoint_identity as registry_identity
 
@@ -89,17 +64,18 @@ def test_rebuilds_only_when_model_or_shards_change(
     shutil.copytree(ckpt, retrained)
     state, _ = index_flow(str(retrained), shards, {})
     assert state == "Cached"
-    _corpus().make_checkpoint(retrained, seed=2)
+    corpus.make_checkpoint(retrained, seed=2)
     state, moved = index_flow(str(retrained), shards, {})
     assert state == "Completed" and moved not in (first, other)
 
     # the shards change (a new row): rebuild
-    grown = _corpus().make_shards(tmp_path / "grown", n_train=17)
+    grown = corpus.make_shards(tmp_path / "grown", n_train=17)
     state, regrown = index_flow(ckpt, str(grown), {})
     assert state == "Completed" and read_manifest(regrown)["row_counts"]["indexed"] == 21
 
 
-def test_cli_index_and_search(corpus_dirs: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
+def test_cli_index_and_search(corpus, corpus_dirs: dict[str, Path],
+                              capsys: pytest.CaptureFixture) -> None:
     from flows.cli import main
 
     shards, ckpt = str(corpus_dirs["shards"]), str(corpus_dirs["ckpt"])
@@ -107,7 +83,7 @@ def test_cli_index_and_search(corpus_dirs: dict[str, Path], capsys: pytest.Captu
     index_dir = capsys.readouterr().out.strip().splitlines()[-1]
     assert read_manifest(index_dir)["extra"]["checkpoint"] == str(Path(ckpt).resolve())
 
-    row = _corpus().shard_rows(Path(shards))[5]
+    row = corpus.shard_rows(Path(shards))[5]
     assert (
         main(["search", row["caption"], "--index", index_dir, "-k", "3", "--modality", "text"]) == 0
     )

@@ -18,6 +18,8 @@ from brivl.manifest import read_manifest, write_manifest
 from flows.cli import main as cli
 from tasks.interpret import GRID_ARTIFACT, prompt_grid_task, train_generator_task
 
+pytestmark = pytest.mark.usefixtures("patient_prefect_server")
+
 COLOURS = [(220, 30, 30), (30, 170, 40), (30, 60, 220), (235, 205, 30)]
 GENERATOR = dict(
     image_size=32, channels=8, channel_mult=[1, 2], latent_dim=8, codebook_size=32,
@@ -32,18 +34,6 @@ def _jpeg(i: int) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="JPEG")
     return buffer.getvalue()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def patient_prefect_server():
-    """The ephemeral Prefect API server may start slowly on a busy 2-core box (default 20 s)."""
-    from prefect.settings import (
-        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
-        temporary_settings,
-    )
-
-    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS: 120}):
-        yield
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -90,7 +89,7 @@ def test_two_ray_workers_train_end_to_end_and_a_rerun_is_a_cache_hit(
 
 
 def test_a_killed_run_resumes_from_its_last_checkpoint(
-    shards: Path, tmp_path: Path, one_thread
+    shards: Path, tmp_path: Path, one_thread, kill_when
 ) -> None:
     import mlflow
 
@@ -123,18 +122,7 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(
         stderr=subprocess.PIPE,
     )
     checkpoints = out / "run" / "checkpoints"
-    try:
-        deadline = time.monotonic() + 120
-        while not (checkpoints / "step-00000004").is_dir():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint at step 4 within 120 s"
-            time.sleep(0.2)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_when(proc, checkpoints / "step-00000004", 120)
     assert proc.returncode == -signal.SIGKILL and not (out / "_manifest.json").exists()
     last = max(p.name for p in checkpoints.glob("step-*"))
     mlflow.set_experiment("pretrain-test")

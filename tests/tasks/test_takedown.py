@@ -3,9 +3,7 @@ index, model versions trained on them tagged, everything else byte-identical."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import uuid
 from pathlib import Path
 
@@ -20,22 +18,10 @@ from brivl.datasheet import build_datasheet, write_datasheet
 from brivl.errors import InputError
 from brivl.takedown import Request
 
-CORPUS_FILE = Path(__file__).resolve().parents[1] / "brivl" / "retrieval" / "corpus.py"
 PRIMARY = "retrieval/mean_recall"
 
 
-def _corpus():
-    name = "brivl_retrieval_test_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, CORPUS_FILE)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-def _shards(root: Path, start: int, n_train: int, n_val: int) -> Path:
-    corpus = _corpus()
+def _shards(corpus, root: Path, start: int, n_train: int, n_val: int) -> Path:
     splits = {"train": corpus.rows(n_train, start), "val": corpus.rows(n_val, start + n_train)}
     for split, items in splits.items():
         (root / split).mkdir(parents=True)
@@ -77,13 +63,12 @@ def _version(checkpoint: Path, shards: Path, name: str) -> int:
     return int(client.create_model_version(name, str(checkpoint), tags=tags).version)
 
 
-def test_takedown_removes_rows_tags_models_and_leaves_the_rest(tmp_path: Path) -> None:
+def test_takedown_removes_rows_tags_models_and_leaves_the_rest(corpus, tmp_path: Path) -> None:
     from flows.cli import main
     from tasks.takedown import PENDING_TAG
 
-    corpus = _corpus()
-    trained = _shards(tmp_path / "shards-a", 0, 13, 3)
-    other = _shards(tmp_path / "shards-b", 500, 5, 2)
+    trained = _shards(corpus, tmp_path / "shards-a", 0, 13, 3)
+    other = _shards(corpus, tmp_path / "shards-b", 500, 5, 2)
     checkpoint = corpus.make_checkpoint(tmp_path / "ckpt")
     index = _index(tmp_path / "index", checkpoint, trained)
     name = f"takedown-{uuid.uuid4().hex[:8]}"

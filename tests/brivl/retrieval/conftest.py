@@ -2,27 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
-
-
-def load_corpus_module():
-    """``corpus.py`` next to this file (tests are not a package under --import-mode=importlib)."""
-    name = "brivl_retrieval_test_corpus"
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("corpus.py"))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-@pytest.fixture(scope="session")
-def corpus():
-    return load_corpus_module()
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -251,8 +250,8 @@ def test_resampled_batches_are_seeded_draws_with_replacement_split_over_workers(
 
 
 # -- resume after SIGKILL with accumulation -------------------------------------------------------
-def test_a_killed_accumulating_run_resumes_with_the_exact_queue(tmp_path: Path, toy_shards: Path,
-                                                                toy_captions: list[str]) -> None:
+def test_a_killed_accumulating_run_resumes_with_the_exact_queue(
+        tmp_path: Path, toy_shards: Path, toy_captions: list[str], kill_when) -> None:
     init = prepare_initial_checkpoint(_config(), toy_captions, tmp_path / "init")
     values = dict(model_overrides=TINY, vocab_size=300, batch_size=4, grad_accum_steps=2, steps=4,
                   warmup_steps=1, report_every=1, checkpoint_every=2)
@@ -279,18 +278,7 @@ def test_a_killed_accumulating_run_resumes_with_the_exact_queue(tmp_path: Path, 
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 90
-        while not (killed / "step-00000002" / "trainer.json").is_file():
-            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "no checkpoint at step 2 within 90 s"
-            time.sleep(0.1)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    kill_when(proc, killed / "step-00000002" / "trainer.json", 90)
     assert proc.returncode == -signal.SIGKILL
     assert read_trainer_state(killed / "step-00000002")["batches_consumed"] == 4  # micro-batches
     resumed = train(cfg, _batches(toy_shards, cfg), None, killed, init_checkpoint=init)
