@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = bounded(0, min=0)
     bf16: bool = True  # bf16 autocast when training on a GPU (on CPU only with cpu_bf16)
     cpu_bf16: bool | str = "auto"  # bf16 autocast on CPU: "auto" = only where the CPU has
-    #   bf16 instructions (AVX512-BF16 or AMX; emulated bf16 ran 6x slower on an AVX2 CPU);
+    #   bf16 instructions (AVX512-BF16 or AMX; emulated, a step ran 14x slower on an AVX2 CPU);
     #   true/false force it
     fp16: bool = False  # fp16 autocast with a GradScaler instead of bf16 (GPUs without bf16;
     #   on CPU it runs too, slowly: for tests)
