@@ -17,14 +17,15 @@ pytestmark = pytest.mark.slow
 MODEL = "brivl-real-corpus"
 
 def _train_config() -> dict:
-    """make run's CPU recipe (flows/pipeline.py CPU_TRAIN), smaller: 64 px, 80 steps of 16."""
+    """make run's CPU recipe (flows/pipeline.py CPU_TRAIN), smaller: 64 px, 160 steps of 16
+    (at 80 steps the margin over step 0 swung between 0.09 and 0.18 from run to run)."""
     import copy
 
     from flows.pipeline import CPU_TRAIN
 
     cfg = copy.deepcopy(CPU_TRAIN)
     cfg["model_overrides"].update(image_size=64, queue_size=64)
-    cfg.update(steps=80, batch_size=16, warmup_steps=5, checkpoint_every=80, report_every=20,
+    cfg.update(steps=160, batch_size=16, warmup_steps=5, checkpoint_every=160, report_every=20,
                val_limit=0)
     return cfg
 
@@ -51,8 +52,9 @@ def real_run(openclipart_catalogue, tmp_path_factory: pytest.TempPathFactory):
     return result, eval_dir
 
 
-def own_title_wins(model, eval_dir: Path, seed: int = 0) -> float:
-    """Share of held-out pictures whose own title scores above one random other title."""
+def own_title_wins(model, eval_dir: Path, seed: int = 0, rivals: int = 10) -> float:
+    """Share of (held-out picture, random other title) pairs where the picture's own title
+    scores higher; ``rivals`` random other titles per picture."""
     from brivl.evaluate import read_eval_set
 
     es = read_eval_set(eval_dir / "retrieval.parquet", name="retrieval")
@@ -61,10 +63,10 @@ def own_title_wins(model, eval_dir: Path, seed: int = 0) -> float:
     texts = model.encode_texts(titles)
     rng = np.random.default_rng(seed)
     n = len(titles)
-    other = (np.arange(n) + rng.integers(1, n, size=n)) % n  # never the picture's own title
-    own = (images * texts).sum(1)
-    rival = (images * texts[other]).sum(1)
-    return float((own > rival).mean())
+    other = (np.arange(n)[:, None] + rng.integers(1, n, size=(n, rivals))) % n  # never its own
+    own = (images * texts).sum(1)  # (n,)
+    rival = np.einsum("nd,nkd->nk", images, texts[other])  # (n, rivals)
+    return float((own[:, None] > rival).mean())
 
 
 def test_champion_ranks_held_out_titles_above_random_ones(real_run) -> None:
@@ -75,6 +77,7 @@ def test_champion_ranks_held_out_titles_above_random_ones(real_run) -> None:
     trained = own_title_wins(load(f"models:/{MODEL}@champion"), eval_dir)
     init = Path(result["model"]["checkpoint"]).parent / "init_checkpoint"
     step0 = own_title_wins(load(str(init)), eval_dir)
+    print(f"own-title wins: trained {trained:.3f}, step 0 {step0:.3f}")
     assert trained > 0.5, (trained, step0)
     assert trained >= step0 + 0.1, (trained, step0)
 
