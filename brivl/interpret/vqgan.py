@@ -390,12 +390,16 @@ def _init_codebook_from_data(
     model: VQGenerator, batch: torch.Tensor, generator: torch.Generator
 ) -> None:
     """Start the codes at encoder outputs of real images, so that no code starts dead."""
-    latent = model.encode(batch)
-    flat = latent.permute(0, 2, 3, 1).reshape(-1, latent.shape[1])  # [N, D]
     k = model.codebook.embedding.weight.shape[0]
-    pick = torch.randint(len(flat), (k,), generator=generator)
-    jitter = 0.01 * flat.std() * torch.randn(k, flat.shape[1], generator=generator)
-    model.codebook.embedding.weight.copy_(flat[pick] + jitter)
+    model.codebook.embedding.weight.copy_(_encoder_outputs(model.encode(batch), k, generator))
+
+
+def _encoder_outputs(latent: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` randomly picked cells of ``latent`` ``[B,D,h,w]``, slightly jittered: ``[n, D]``."""
+    flat = latent.detach().permute(0, 2, 3, 1).reshape(-1, latent.shape[1])  # [N, D]
+    pick = torch.randint(len(flat), (n,), generator=generator)
+    jitter = 0.01 * flat.std() * torch.randn(n, flat.shape[1], generator=generator)
+    return flat[pick] + jitter
 
 
 def foreground(images: torch.Tensor) -> torch.Tensor:
@@ -410,12 +414,8 @@ def _restart_dead_codes(
     """Move every code with no hit since the last restart onto a random encoder output of
     the batch (dead codes never get a gradient otherwise); return how many moved."""
     dead = (recent == 0).nonzero().flatten()
-    if not len(dead):
-        return 0
-    flat = latent.detach().permute(0, 2, 3, 1).reshape(-1, latent.shape[1])
-    pick = torch.randint(len(flat), (len(dead),), generator=generator)
-    jitter = 0.01 * flat.std() * torch.randn(len(dead), flat.shape[1], generator=generator)
-    model.codebook.embedding.weight[dead] = flat[pick] + jitter
+    if len(dead):
+        model.codebook.embedding.weight[dead] = _encoder_outputs(latent, len(dead), generator)
     return len(dead)
 
 
