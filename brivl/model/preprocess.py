@@ -1,4 +1,4 @@
-"""Image preprocessing: decode -> RGB -> resize shorter side -> centre crop -> float [0, 1].
+"""Image preprocessing: decode -> RGB -> centre square -> resize -> float [0, 1].
 
 Normalisation (mean/std) happens inside the image tower, so pixels stay in [0, 1] and
 interpretation code can optimise them directly.
@@ -7,49 +7,61 @@ interpretation code can optimise them directly.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 ImageLike = bytes | bytearray | memoryview | Image.Image | str | Path
 
 
-def decode_image(item: ImageLike) -> Image.Image:
-    """A PIL RGB image from encoded bytes, a PIL image, or a file path."""
+def open_image(item: ImageLike) -> Image.Image:
+    """A lazily decoded PIL image from encoded bytes, a PIL image, or a file path."""
     if isinstance(item, Image.Image):
-        img = item
-    elif isinstance(item, (bytes, bytearray, memoryview)):
-        img = Image.open(io.BytesIO(bytes(item)))
-    elif isinstance(item, (str, Path)):
-        img = Image.open(item)
-    else:
-        raise TypeError(f"cannot read an image from {type(item).__name__}; accepted: bytes, PIL.Image, path")
-    img.load()
-    return img.convert("RGB")
+        return item
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return Image.open(io.BytesIO(bytes(item)))
+    if isinstance(item, (str, Path)):
+        return Image.open(item)
+    raise TypeError(f"cannot read an image from {type(item).__name__}; accepted: bytes, PIL.Image, path")
 
 
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize so the shorter side is ``size`` (bicubic), then crop the centre square."""
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    img = img.resize((nw, nh), Image.BICUBIC)
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.crop((left, top, left + size, top + size))
+def crop_resize(img: Image.Image, size: int,
+                box: tuple[float, float, float, float] | None = None) -> torch.Tensor:
+    """Crop ``box`` (default: the centre square) and resize it to ``size`` x ``size``.
 
-
-def to_tensor(img: Image.Image) -> torch.Tensor:
-    """(3, H, W) float32 in [0, 1]."""
-    arr = np.asarray(img, dtype=np.uint8)  # (H, W, 3)
-    return torch.from_numpy(arr.copy()).permute(2, 0, 1).float().div_(255.0)
+    Returns uint8 (3, size, size). Training (with or without augmentation) and inference
+    share this one path, so a model sees the same pixels at both. A JPEG is decoded at the
+    smallest libjpeg DCT scale that still covers the crop at ``size`` (``Image.draft``); the
+    crop is a view and the resize one antialiased bilinear ``F.interpolate`` on uint8.
+    """
+    width, height = img.size
+    if box is None:
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        box = (left, top, left + side, top + side)
+    crop_w, crop_h = box[2] - box[0], box[3] - box[1]
+    if getattr(img, "format", None) == "JPEG":
+        img.draft("RGB", (math.ceil(width * size / crop_w), math.ceil(height * size / crop_h)))
+        fx, fy = img.size[0] / width, img.size[1] / height
+        box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    hwc = torch.from_numpy(np.array(img, dtype=np.uint8))  # (H, W, 3), decoded here
+    left, top, right, bottom = (int(round(v)) for v in box)
+    right, bottom = max(right, left + 1), max(bottom, top + 1)
+    crop = hwc[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0)  # (1, 3, h, w) view
+    return F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
+                         align_corners=False)[0]  # (3, size, size) uint8
 
 
 def load_image(item: ImageLike, size: int) -> torch.Tensor:
-    """One image as a (3, size, size) float tensor in [0, 1]."""
-    return to_tensor(resize_center_crop(decode_image(item), size))
+    """One image as a (3, size, size) float tensor in [0, 1] (centre square, resized)."""
+    return crop_resize(open_image(item), size).float().div_(255.0)
 
 
 def load_images(items: Sequence[ImageLike], size: int) -> torch.Tensor:

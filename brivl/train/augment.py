@@ -7,16 +7,16 @@ probability ``jitter_p``, random greyscale, horizontal flip. With a ``seed``, ev
 augmentation is a pure function of ``(seed, epoch, key)``, so a run is reproducible no matter
 which process decodes which sample.
 
-Speed (``bench/data_path.py``): a JPEG is decoded at the smallest libjpeg DCT scale that still
-covers the crop at the output size (``Image.draft``), the crop is a view and the resize one
-antialiased bilinear ``F.interpolate`` on uint8 (torch's kernel, ~2x Pillow's), and the
-colour jitter runs per image on a cache-sized planar float copy (torch's in-place CPU
-kernels), not in passes over the whole batch.
+Speed (``bench/data_path.py``): decode, crop and resize are
+:func:`brivl.model.preprocess.crop_resize` (JPEG draft decoding, one antialiased bilinear
+resize on uint8: torch's kernel, ~2x Pillow's; inference uses the same function, so without
+augmentation training sees inference's pixels), and the colour jitter runs per image on a
+cache-sized planar float copy (torch's in-place CPU kernels), not in passes over the whole
+batch.
 """
 
 from __future__ import annotations
 
-import io
 import math
 import zlib
 from collections.abc import Sequence
@@ -24,9 +24,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from PIL import Image
 
+from brivl.model.preprocess import crop_resize, open_image
 from brivl.train.config import TrainAugmentConfig
 
 _GREY = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R 601 luma
@@ -124,31 +123,10 @@ def _sample_rng(seed: int | None, epoch: int, key: str) -> np.random.Generator:
 
 def _load(data: Any, size: int, aug: TrainAugmentConfig | None, rng: np.random.Generator) -> np.ndarray:
     """Decode, crop, resize (and flip) one image -> uint8 [3, S, S]."""
-    img = data if isinstance(data, Image.Image) else Image.open(io.BytesIO(bytes(data)))
-    width, height = img.size
-    if aug is not None:
-        box = random_resized_crop_box(width, height, aug.crop_scale, aug.crop_ratio, rng)
-    else:  # centre square, as brivl.model.preprocess does for evaluation
-        side = min(width, height)
-        left, top = (width - side) // 2, (height - side) // 2
-        box = (left, top, left + side, top + side)
-    # JPEG draft mode: decode at a reduced scale that still covers the crop at `size`
-    crop_w, crop_h = box[2] - box[0], box[3] - box[1]
-    if getattr(img, "format", None) == "JPEG":
-        want = (math.ceil(width * size / crop_w), math.ceil(height * size / crop_h))
-        img.draft("RGB", want)
-        fx, fy = img.size[0] / width, img.size[1] / height
-        box = (box[0] * fx, box[1] * fy, box[2] * fx, box[3] * fy)
-    if img.mode != "RGB":
-        img = img.convert("RGB")
-    hwc = torch.from_numpy(np.array(img, dtype=np.uint8))  # [H, W, 3], decoded here
-    left, top, right, bottom = (int(round(v)) for v in box)
-    right, bottom = max(right, left + 1), max(bottom, top + 1)
-    crop = hwc[top:bottom, left:right].permute(2, 0, 1).unsqueeze(0)  # [1, 3, h, w] view
-    # crop + antialiased bilinear resize in one pass: torch's uint8 channels-last kernel
-    # (~2x Pillow's BILINEAR resize here, same filter)
-    out = F.interpolate(crop, size=(size, size), mode="bilinear", antialias=True,
-                        align_corners=False)[0]  # [3, S, S]
+    img = open_image(data)
+    box = (random_resized_crop_box(*img.size, aug.crop_scale, aug.crop_ratio, rng)
+           if aug is not None else None)  # None: the centre square, as at inference
+    out = crop_resize(img, size, box)  # [3, S, S]
     if aug is not None and rng.random() < aug.hflip_p:
         out = out.flip(-1)
     return out.numpy()
