@@ -61,14 +61,31 @@ def default_device() -> torch.device:
 
 
 class Encoder:
-    """Frozen BriVL towers behind numpy in, numpy out; batched, under ``inference_mode``."""
+    """Frozen BriVL towers behind numpy in, numpy out; batched, under ``inference_mode``.
 
-    def __init__(self, model: Any, device: str | torch.device | None = None, source: str = ""):
+    ``trunk_store``: a directory of frozen-trunk records (:mod:`brivl.model.trunk_store`);
+    inputs already there skip the frozen layers, new ones are added (``flush`` writes them).
+    """
+
+    def __init__(self, model: Any, device: str | torch.device | None = None, source: str = "",
+                 trunk_store: str | Path | None = None):
+        from brivl.model.precision import bf16_enabled
+        from brivl.model.trunk_store import TrunkStore
+
         self.device = torch.device(device) if device is not None else default_device()
         self.model = model.to(self.device).eval()
         self.source = source
         self.image_size: int = model.config.image_size
         self.dim: int = model.config.embed_dim
+        self.trunks = TrunkStore.open(trunk_store, self.model, bf16_enabled(self.device))
+        has = self.trunks is not None
+        self._stored_images = has and bool(self.model.image_tower.trunk_tensors())
+        self._stored_texts = has and bool(self.model.text_tower.trunk_tensors())
+
+    def flush(self) -> None:
+        """Write the frozen-trunk records computed so far (no-op without a store)."""
+        if self.trunks is not None:
+            self.trunks.flush()
 
     def __repr__(self) -> str:
         return f"Encoder({self.model.config.name!r}, dim={self.dim}, device={self.device}, source={self.source!r})"
@@ -94,13 +111,39 @@ class Encoder:
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = list(images[start : start + batch_size])
+                if self._stored_images:
+                    chunks.append(self._images_via_store(batch, start))
+                    continue
                 try:
                     pixels = load_images(batch, self.image_size)  # [B, 3, S, S] in [0, 1]
                 except ValueError as exc:
                     raise ValueError(f"encode_images: batch from {start}: {exc}") from exc
                 with autocast(self.device):
                     chunks.append(self.model.encode_image(pixels.to(self.device)))  # [B, D]
+        self.flush()
         return self._finish(chunks, self.dim)
+
+    def _images_via_store(self, batch: list[Any], start: int) -> torch.Tensor:
+        """[B, D] for one batch: frozen-trunk outputs from the store, the missing ones computed."""
+        from brivl.model.preprocess import load_images
+        from brivl.model.trunk_store import image_key
+
+        tower, store = self.model.image_tower, self.trunks
+        keys = [image_key(item, self.image_size) for item in batch]
+        rows = [store.get("image", k) for k in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            try:
+                pixels = load_images([batch[i] for i in missing], self.image_size)
+            except ValueError as exc:
+                raise ValueError(f"encode_images: batch from {start}, missing {missing}: {exc}") from exc
+            with autocast(self.device):
+                computed = tower.trunk(pixels.to(self.device)).float()
+            for i, row in zip(missing, computed, strict=True):
+                rows[i] = row
+                store.put("image", keys[i], row)
+        with autocast(self.device):
+            return tower.from_trunk(torch.stack(rows).to(self.device))  # [B, D]
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         """Strings -> float32 (n, d), L2-normalised (same space as the images)."""
@@ -114,16 +157,44 @@ class Encoder:
                 tokens = self.model.tokenize(list(texts[start : start + batch_size]))
                 tokens = {k: v.to(self.device) for k, v in tokens.items()}  # [B, L] each
                 with autocast(self.device):
-                    chunks.append(self.model.encode_text(**tokens))  # [B, D]
+                    if self._stored_texts:
+                        chunks.append(self._texts_via_store(tokens))
+                    else:
+                        chunks.append(self.model.encode_text(**tokens))  # [B, D]
+        self.flush()
         return self._finish(chunks, self.dim)
 
+    def _texts_via_store(self, tokens: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[B, D] for one tokenised batch: frozen-trunk outputs from the store or computed."""
+        from brivl.model.trunk_store import text_key
 
-def load(uri_or_path: str | Path, device: str | torch.device | None = None) -> Encoder:
-    """An :class:`Encoder` from a checkpoint directory or a model URI (``models:/brivl@champion``)."""
+        tower, store = self.model.text_tower, self.trunks
+        ids, mask = tokens["input_ids"], tokens["attention_mask"]
+        lengths = mask.sum(dim=1).tolist()
+        keys = [text_key(ids[i, :n]) for i, n in enumerate(lengths)]
+        rows = [store.get("text", k) for k in keys]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        if missing:
+            computed = tower.trunk(ids[missing], mask[missing]).float()  # [M, L, width]
+            for j, i in enumerate(missing):
+                rows[i] = computed[j, : lengths[i]]
+                store.put("text", keys[i], rows[i])
+        trunk = torch.zeros(len(rows), ids.shape[1], rows[0].shape[-1], device=self.device)
+        for i, row in enumerate(rows):
+            trunk[i, : row.shape[0]] = row.to(self.device)
+        return tower.from_trunk(trunk, ids, mask)
+
+
+def load(uri_or_path: str | Path, device: str | torch.device | None = None,
+         trunk_store: str | Path | None = None) -> Encoder:
+    """An :class:`Encoder` from a checkpoint directory or a model URI (``models:/brivl@champion``).
+
+    ``trunk_store``: see :class:`Encoder`."""
     from brivl.model import load_checkpoint
 
     directory = resolve(uri_or_path)
     if not directory.is_dir():
         raise FileNotFoundError(f"{uri_or_path}: {directory} is not a checkpoint directory")
     dev = torch.device(device) if device is not None else default_device()
-    return Encoder(load_checkpoint(directory, map_location=dev), dev, source=str(uri_or_path))
+    return Encoder(load_checkpoint(directory, map_location=dev), dev, source=str(uri_or_path),
+                   trunk_store=trunk_store)

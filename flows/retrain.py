@@ -71,7 +71,8 @@ def _baselines(shard_dir: str, trained: dict[str, Any], train_config: dict, eval
                                      label="evaluate step-0 model")
     frozen = wanted.get("frozen_towers", True)
     if frozen:
-        seconds = float(trained.get("metrics", {}).get("elapsed_s") or 60.0)
+        done = trained.get("metrics", {})  # its training time, the trunk-cache fill not counted
+        seconds = float(done.get("train_s") or done.get("elapsed_s") or 60.0)
         overrides = frozen if isinstance(frozen, dict) else {}
         config = frozen_towers_config(train_config, seconds, overrides)
         label = "pretrain frozen-towers baseline"

@@ -54,9 +54,10 @@ def run_evaluation(checkpoint_dir: str, eval_sets: str | dict[str, str], config:
     from brivl.evaluate import EvalConfig, evaluate_sets, read_eval_set, retrieval_grid
     from brivl.evaluate.runner import resolve_sets
     from brivl.inference import load
+    from brivl.model.trunk_store import default_root
 
     cfg = EvalConfig.from_dict(config)
-    encoder = load(checkpoint_dir)
+    encoder = load(checkpoint_dir, trunk_store=default_root())
     report = evaluate_sets(encoder, eval_sets, cfg)
     out.mkdir(parents=True, exist_ok=True)
     for name, rows in report.tables.items():

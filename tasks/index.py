@@ -74,10 +74,12 @@ def index_task(checkpoint: str, shard_dir: str, config: dict, out_dir: str | Non
 
     def produce(run: StageRun) -> StageOutput:
         from brivl.inference import load
+        from brivl.model.trunk_store import default_root
 
         settings = IndexConfig.from_dict(run.config)
         pinned = pinned_checkpoint(checkpoint)
-        summary = build_retrieval_index(load(pinned), shard_dir, run.out_dir, settings)
+        encoder = load(pinned, trunk_store=default_root())  # frozen layers: shared records
+        summary = build_retrieval_index(encoder, shard_dir, run.out_dir, settings)
         return StageOutput(
             {"indexed": summary["rows"], "rejected": summary["rejected"]},
             {

@@ -36,7 +36,8 @@ from tasks.stage import Stage, StageOutput, StageRun, input_identity, normalised
 PRETRAIN_CODE = ("brivl.train", "brivl.model", "tasks.pretrain", "tasks.pretrain_ray",
                  "tasks.pretrain_monitor")
 FINAL_METRICS = ("step", "loss", "acc_i2t", "acc_t2i", "lr", "momentum", "queue_fill",
-                 "samples_per_s", "data_wait_frac", "samples_seen", "elapsed_s")
+                 "samples_per_s", "data_wait_frac", "samples_seen", "elapsed_s", "trunk_fill_s",
+                 "train_s")
 
 
 def _normalise(params: dict[str, Any]) -> dict[str, Any]:
@@ -142,6 +143,7 @@ def train_rows(shard_dir: str) -> int:
 def _train_local(cfg: Any, shard_dir: str, checkpoints: Path, init: Path,
                  on_metrics: Callable[[dict], None]) -> dict[str, Any]:
     from brivl.model import build_config
+    from brivl.model.trunk_store import default_root
     from brivl.train import ShardBatches, train
 
     image_size = build_config(cfg.model, cfg.model_overrides).image_size
@@ -149,7 +151,7 @@ def _train_local(cfg: Any, shard_dir: str, checkpoints: Path, init: Path,
                            augment=cfg.augment, seed=cfg.seed, shuffle=cfg.shuffle,
                            raw=cfg.trunk_cache, resampled=cfg.resampled)
     result = train(cfg.train_config(), batches, on_metrics, checkpoints, resume=True,
-                   init_checkpoint=init)
+                   init_checkpoint=init, trunk_store=default_root())
     result.pop("model", None)
     return result
 

@@ -196,7 +196,8 @@ class EfficientNet(Checkpointable, nn.Module):
         self._freeze()
         self.train()  # frozen BatchNorms on running statistics from the start, not only after .train()
 
-    def _frozen_modules(self) -> list[nn.Module]:
+    def frozen_modules(self) -> list[nn.Module]:
+        """The stem, the first ``frozen_stages`` stages (and the head conv when all are)."""
         if self.frozen_stages <= 0:
             return []
         mods: list[nn.Module] = [self._conv_stem, self._bn0]
@@ -206,14 +207,14 @@ class EfficientNet(Checkpointable, nn.Module):
         return mods
 
     def _freeze(self) -> None:
-        for module in self._frozen_modules():
+        for module in self.frozen_modules():
             for p in module.parameters():
                 p.requires_grad_(False)
 
     def train(self, mode: bool = True) -> EfficientNet:
         super().train(mode)
         if mode:
-            frozen = self.modules() if self.freeze_bn else self._frozen_modules()
+            frozen = self.modules() if self.freeze_bn else self.frozen_modules()
             for module in frozen:
                 for m in module.modules():
                     if isinstance(m, nn.BatchNorm2d):

@@ -122,6 +122,16 @@ class ImageTower(Checkpointable, nn.Module):
                                          cfg.patch_ffn, cfg.dropout, cfg.identity_init)
         self.head = mlp_head(cfg.patch_dim, cfg.head_hidden, embed_dim)
 
+    def trunk_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor :meth:`trunk` computes with, by name ({} when nothing is frozen)."""
+        modules = self.backbone.frozen_modules() if hasattr(self.backbone, "frozen_modules") else []
+        if not modules:
+            return {}
+        out = {"mean": self.mean, "std": self.std}
+        for i, module in enumerate(modules):
+            out.update({f"{i}.{k}": v for k, v in module.state_dict().items()})
+        return out
+
     def trunk(self, pixels: torch.Tensor) -> torch.Tensor:
         """The frozen prefix's output: the same for the query and the momentum tower."""
         return self.backbone.forward_frozen((pixels - self.mean) / self.std)  # (B, C', h', w')
@@ -180,6 +190,13 @@ class ScratchTextEncoder(Checkpointable, nn.Module):
             x = run_block(self, layer, x, src_key_padding_mask=attention_mask == 0)
         return self.layers.norm(x)
 
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        """The embeddings' and frozen layers' tensors, by name."""
+        out = {"embeddings": self.embeddings.weight, "positions": self.positions}
+        for i, layer in enumerate(self.layers.layers[: self.frozen_layers]):
+            out.update({f"layer{i}.{k}": v for k, v in layer.state_dict().items()})
+        return out
+
     def freeze_lower(self, n: int) -> None:
         if n <= 0:
             return
@@ -218,6 +235,13 @@ class HFTextEncoder(nn.Module):
     def forward_trainable(self, x: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         return self.model.forward_layers(x, attention_mask, self.frozen_layers, None)
 
+    def frozen_state(self) -> dict[str, torch.Tensor]:
+        """The embeddings' and frozen layers' tensors, by name."""
+        out = {f"embeddings.{k}": v for k, v in self.model.embeddings.state_dict().items()}
+        for i, layer in enumerate(self.model.encoder.layer[: self.frozen_layers]):
+            out.update({f"layer{i}.{k}": v for k, v in layer.state_dict().items()})
+        return out
+
     def freeze_lower(self, n: int) -> None:
         if n <= 0:
             return
@@ -244,6 +268,10 @@ class TextTower(Checkpointable, nn.Module):
     def tokens(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Per-token vectors after the token layers, (B, L, width)."""
         return self.tokens_from_trunk(self.trunk(input_ids, attention_mask), input_ids, attention_mask)
+
+    def trunk_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor :meth:`trunk` computes with, by name ({} when nothing is frozen)."""
+        return self.encoder.frozen_state() if self.encoder.frozen_layers > 0 else {}
 
     def trunk(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor | None:
         """Hidden states after the frozen layers, (B, L, width); None when nothing is frozen."""

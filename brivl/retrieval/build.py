@@ -169,20 +169,21 @@ def iter_rows(files: list[tuple[str, Path]], batch_size: int) -> Iterator[list[R
             ]
 
 
-def decode(rows: list[Row]) -> tuple[list[Row], list[Image.Image], list[dict[str, str]]]:
-    """Decode images; rows that fail become rejects with their reason."""
+def decode(rows: list[Row]) -> tuple[list[Row], list[bytes], list[dict[str, str]]]:
+    """Rows whose image decodes, with their encoded bytes (the encoder's input: bytes key
+    the frozen-trunk store, so training's records serve here); the others become rejects
+    with their reason."""
     good, images, rejected = [], [], []
     for row in rows:
         try:
             if not row.image:
                 raise ValueError("empty image bytes")
-            image = Image.open(io.BytesIO(row.image))
-            image = image.convert("RGB")
+            Image.open(io.BytesIO(row.image)).convert("RGB")
         except Exception as exc:  # noqa: BLE001 - any decode failure is a per-row reject
             rejected.append({"key": row.key, "split": row.split, "reason": f"image: {exc}"})
             continue
         good.append(row)
-        images.append(image)
+        images.append(bytes(row.image))
     return good, images, rejected
 
 

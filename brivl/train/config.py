@@ -88,7 +88,7 @@ class TrainConfig:
     trunk_cache: bool = False  # keep the frozen trunks' outputs per sample (needs augment off)
     mask_false_negatives: bool = True  # mask queued keys of the same sample or caption
     max_seconds: float | None = bounded(None, gt=0)  # stop after this much training wall
-    #                                                   time (None: no limit)
+    #                        time, the trunk-cache fill not counted (None: no limit)
     pretrained_lr_scale: float = bounded(1.0, gt=0, max=1)  # lr multiplier of the pretrained,
     #                                                         unfrozen backbone layers
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1", ...

@@ -112,6 +112,7 @@ def train(
     captions: Iterable[str] | None = None,
     samples_per_epoch: int | None = None,
     prefetch_batches: int = 2,
+    trunk_store: str | Path | None = None,
 ) -> dict[str, Any]:
     """Pretrain; return ``{step, checkpoint, resumed_from, metrics, samples_seen}``.
 
@@ -122,6 +123,8 @@ def train(
     where the checkpointed one was. The model comes from that checkpoint, else from
     ``init_checkpoint``, else is built fresh (a tokenizer trained on ``captions`` if the model
     needs one). ``report(metrics)`` is called on every worker every ``report_every`` steps.
+    ``trunk_store``: a frozen-trunk store directory the trunk cache reads and adds to
+    (:mod:`brivl.model.trunk_store`; only with ``config.trunk_cache``).
     """
     config = _as_config(config)
     rank, world = _rank_world()
@@ -157,7 +160,7 @@ def train(
         raise ValueError("config.epochs needs samples_per_epoch (or batches.samples_per_epoch)")
     total = config.total_steps(samples_per_epoch or 0, world)
     model.train()
-    runner = _Runner(config, model, optimizer, device, world, total)
+    runner = _Runner(config, model, optimizer, device, world, total, trunk_store)
     if runner.scaler is not None and saved.get("grad_scaler"):
         runner.scaler.load_state_dict(saved["grad_scaler"])
     source = _start(batches, state["batches_consumed"], prefetch_batches)
@@ -170,6 +173,8 @@ def train(
                                        previous_metrics)
     finally:
         source.close()
+        if runner.trunk_cache is not None:
+            runner.trunk_cache.flush()
     return {"step": step, "total_steps": total, "checkpoint": str(checkpoint) if checkpoint else None,
             "resumed_from": str(latest) if latest else None,
             "resumed_from_step": resumed_from_step,
@@ -230,7 +235,7 @@ def _loop(config: TrainConfig, runner: _Runner, source: Iterator[dict], state: d
         step += 1
         state["samples_seen"] += config.global_batch(world)
         meter.add(out)
-        if config.max_seconds is not None and meter.elapsed() >= config.max_seconds:
+        if config.max_seconds is not None and runner.train_seconds(meter) >= config.max_seconds:
             total = step  # the time budget is spent: this step is the last
         if step % config.report_every == 0 or step == total:
             last = meter.flush(step, runner, state, model)
@@ -264,7 +269,8 @@ class _Runner:
     """One optimisation step: schedules, autocast, backward, gradient averaging, clipping."""
 
     def __init__(self, config: TrainConfig, model: BriVL, optimizer: torch.optim.Optimizer,
-                 device: torch.device, world: int, total: int) -> None:
+                 device: torch.device, world: int, total: int,
+                 trunk_store: str | Path | None = None) -> None:
         self.config, self.model, self.optimizer = config, model, optimizer
         self.device, self.world, self.total = device, world, total
         self.params = [p for g in optimizer.param_groups for p in g["params"]]
@@ -276,7 +282,16 @@ class _Runner:
             self.amp_dtype, self.scaler = torch.bfloat16, None
         self.lr = self.momentum = 0.0
         self.grad_norm = torch.zeros((), device=device)
-        self.trunk_cache = TrunkCache(bf16=self.autocast) if config.trunk_cache else None
+        self.trunk_cache = (TrunkCache(bf16=self.autocast, store=trunk_store)
+                            if config.trunk_cache else None)
+
+    def fill_seconds(self) -> float:
+        """Seconds spent so far filling the frozen-trunk cache (store reads included)."""
+        return self.trunk_cache.fill_seconds if self.trunk_cache is not None else 0.0
+
+    def train_seconds(self, meter: _Meter) -> float:
+        """Wall time of the run so far without the trunk-cache fill: what ``max_seconds`` limits."""
+        return meter.elapsed() - self.fill_seconds()
 
     def prepare(self, batch: dict[str, Any]) -> _Prepared | None:
         """Pixels on the device as float [0, 1] (or cached trunks), captions, tokens; bad
@@ -483,6 +498,8 @@ class _Meter:
             "bad_samples": state["bad_samples"],
             "skipped_batches": state["skipped_batches"],
             "elapsed_s": now - self.start,
+            "trunk_fill_s": runner.fill_seconds(),
+            "train_s": now - self.start - runner.fill_seconds(),
             "torch_threads": torch.get_num_threads(),
         }
         if model.config.learn_temperature:

@@ -10,10 +10,14 @@ again. Later epochs then cost only the trainable part of each tower.
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from brivl.model.trunk_store import TrunkStore, image_key, text_key
 
 Decode = Callable[[list[bytes], list[str]], tuple[np.ndarray, np.ndarray]]  # -> pixels, valid
 
@@ -36,14 +40,29 @@ def batch_ids(keys: Sequence[str], captions: Sequence[str]) -> tuple[torch.Tenso
 
 
 class TrunkCache:
-    """Frozen-trunk outputs by sample key; ``lookup`` fills what is missing."""
+    """Frozen-trunk outputs by sample key; ``lookup`` fills what is missing.
 
-    def __init__(self, dtype: torch.dtype = torch.float32, bf16: bool = False) -> None:
+    With ``store`` (a :mod:`brivl.model.trunk_store` root directory) a miss is first looked
+    up there by content (image bytes, token ids), and what is computed is added to it, so
+    the other stages that run the same frozen layers on the same inputs skip them.
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32, bf16: bool = False,
+                 store: str | Path | None = None) -> None:
         self.dtype, self.bf16 = dtype, bf16  # bf16: compute the trunks under bf16 autocast
         self.image: dict[str, torch.Tensor] = {}  # key -> (C', h', w')
         self.text: dict[str, torch.Tensor | None] = {}  # key -> (L_i, width), unpadded
         self.bad: set[str] = set()  # keys whose image did not decode
         self.hits = self.misses = 0
+        self.fill_seconds = 0.0  # time spent reading the store and running the frozen prefixes
+        self.store_root = store
+        self.store: TrunkStore | None = None
+        self._store_opened = False
+
+    def flush(self) -> None:
+        """Write the records added to the store (no-op without one)."""
+        if self.store is not None:
+            self.store.flush()
 
     def __len__(self) -> int:
         return len(self.image)
@@ -65,8 +84,10 @@ class TrunkCache:
         self.hits += len(keys) - len(missing)
         self.misses += len(missing)
         if missing:
+            start = time.perf_counter()
             self._fill(model, [keys[i] for i in missing], [images[i] for i in missing],
                        {k: v[missing] for k, v in tokens.items()}, decode, device)
+            self.fill_seconds += time.perf_counter() - start
         valid = np.array([k not in self.bad for k in keys], dtype=bool)
         good = next((k for k in keys if k not in self.bad), None)
         if good is None:
@@ -77,19 +98,46 @@ class TrunkCache:
 
     def _fill(self, model: torch.nn.Module, keys: list[str], images: list[bytes],
               tokens: dict[str, torch.Tensor], decode: Decode, device: torch.device) -> None:
-        pixels, valid = decode(images, keys)
-        pixels = torch.as_tensor(pixels).to(device).float().div_(255.0)
-        mask = tokens["attention_mask"].to(device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            image_trunk, text_trunk = model.trunks(pixels, tokens["input_ids"].to(device), mask)
+        store = self._open_store(model)
+        use = store is not None
+        ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
         lengths = mask.sum(dim=1).tolist()
+        size = model.config.image_size
+        image_keys = [image_key(b, size) if use else None for b in images]
+        text_keys = [text_key(ids[i, :n]) if use else None for i, n in enumerate(lengths)]
+        image_rows = [store.get("image", k) if use else None for k in image_keys]
+        text_rows = [store.get("text", k) if use else None for k in text_keys]
+        need_image = [i for i, row in enumerate(image_rows) if row is None]
+        if need_image:
+            pixels, valid = decode([images[i] for i in need_image], [keys[i] for i in need_image])
+            pixels = torch.as_tensor(pixels).to(device).float().div_(255.0)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                computed = model.image_tower.trunk(pixels)
+            for j, i in enumerate(need_image):
+                if valid[j]:
+                    image_rows[i] = computed[j]
+                    if use:
+                        store.put("image", image_keys[i], computed[j].float())
+        need_text = [i for i, row in enumerate(text_rows) if row is None and image_rows[i] is not None]
+        if need_text:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                computed = model.text_tower.trunk(ids[need_text], mask[need_text])
+            for j, i in enumerate(need_text):
+                text_rows[i] = None if computed is None else computed[j, : lengths[i]]
+                if use and computed is not None:
+                    store.put("text", text_keys[i], text_rows[i].float())
         for i, key in enumerate(keys):
-            if not valid[i]:
+            if image_rows[i] is None:
                 self.bad.add(key)
                 continue
-            self.image[key] = image_trunk[i].to("cpu", self.dtype)
-            self.text[key] = (None if text_trunk is None
-                              else text_trunk[i, : lengths[i]].to("cpu", self.dtype))
+            self.image[key] = image_rows[i].to("cpu", self.dtype)
+            self.text[key] = None if text_rows[i] is None else text_rows[i].to("cpu", self.dtype)
+
+    def _open_store(self, model: torch.nn.Module) -> TrunkStore | None:
+        if not self._store_opened:
+            self._store_opened = True
+            self.store = TrunkStore.open(self.store_root, model, self.bf16)
+        return self.store
 
     def _text(self, keys: list[str], tokens: dict[str, torch.Tensor],
               device: torch.device) -> torch.Tensor | None:

@@ -34,7 +34,8 @@ TINY = {"image_size": 32, "queue_size": 32}
 
 def _config(**changes) -> TrainConfig:
     values = dict(model_overrides=dict(TINY), vocab_size=300, batch_size=8, steps=4,
-                  warmup_steps=1, lr=2e-3, report_every=1, checkpoint_every=100)
+                  warmup_steps=1, lr=2e-3, report_every=1, checkpoint_every=100,
+                  cpu_bf16=False)  # fp32: the equalities below are to 1e-5
     values.update(changes)
     return TrainConfig(**values)
 

@@ -12,13 +12,14 @@ from brivl.train.baselines import cap_queue, frozen_towers_config
 LITE = {"image_size": 32, "queue_size": 32, "image": {"frozen_stages": 5}}
 
 
-def _run(toy_shards: Path, **fields):
+def _run(toy_shards: Path, trunk_store: Path | None = None, **fields):
     cfg = TrainConfig(model="brivl-lite", model_overrides=LITE, batch_size=16, steps=8,
                       report_every=1, augment={"enabled": False}, **fields)
     batches = ShardBatches(toy_shards, batch_size=16, image_size=32, augment=cfg.augment,
                            raw=cfg.trunk_cache)
     losses = []
-    result = train(cfg, batches, lambda m: losses.append(m["loss"]), None, resume=False)
+    result = train(cfg, batches, lambda m: losses.append(m["loss"]), None, resume=False,
+                   trunk_store=trunk_store)
     return result, losses
 
 
@@ -28,6 +29,26 @@ def test_cached_trunks_train_exactly_as_the_full_towers(toy_shards: Path) -> Non
     assert len(cached_losses) == len(plain_losses) == 8
     # 96 pairs, 16 a batch: steps 7 and 8 are the second epoch, served from the cache
     assert cached_losses == pytest.approx(plain_losses, abs=1e-4)
+
+
+def test_a_second_run_reads_the_trunk_store_and_trains_the_same(toy_shards: Path,
+                                                                  tmp_path: Path) -> None:
+    from brivl.model.trunk_store import TrunkStore
+    from brivl.train import read_captions
+
+    plain, plain_losses = _run(toy_shards)
+    first, first_losses = _run(toy_shards, trunk_store=tmp_path, trunk_cache=True)
+    packs = sorted(tmp_path.glob("*/*.npz"))
+    stored = TrunkStore(packs[0].parent)
+    assert len(stored.records["image"]) == 96  # every training image; every distinct caption:
+    assert len(stored.records["text"]) == len(set(read_captions(toy_shards, "train")))
+    second, second_losses = _run(toy_shards, trunk_store=tmp_path, trunk_cache=True)
+    assert sorted(tmp_path.glob("*/*.npz")) == packs  # all read back: nothing recomputed
+    assert first_losses == pytest.approx(plain_losses, abs=1e-4)
+    assert second_losses == pytest.approx(first_losses, abs=1e-6)
+    metrics = first["metrics"]
+    assert metrics["trunk_fill_s"] > 0  # the budget (max_seconds) counts train_s only
+    assert metrics["train_s"] == pytest.approx(metrics["elapsed_s"] - metrics["trunk_fill_s"])
 
 
 def test_trunk_cache_with_augmentation_is_refused() -> None:
