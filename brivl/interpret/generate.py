@@ -5,7 +5,9 @@ latent and a differentiable ``decode`` (the paper uses VQGAN and notes any gener
 replace it; :class:`brivl.interpret.vqgan.VQGenerator` is the one this pipeline trains). The
 pre-quantisation latent is optimised with Adam under the same augmentations and regularisers
 as Algorithm 1; with ``snap_to_codebook`` each step (and the result) goes through the
-generator's ``quantize`` with a straight-through gradient.
+generator's ``quantize`` with a straight-through gradient. ``init="white"`` starts from the
+generator's encoding of a white canvas, and ``latent_cells`` optimises a coarse offset grid
+upsampled onto the latent, so the image changes in regions rather than code by code.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Generator(Protocol):
         ...
 
 
+INITS = ("random", "white")
+
+
 @dataclass
 class TextToImageConfig:
     """Everything that decides a text-to-image result (same config and seed => same image)."""
@@ -59,11 +64,20 @@ class TextToImageConfig:
     latent_l2_weight: float = bounded(0.0, min=0)  # pull the latent towards its start
     tv_weight: float = bounded(0.0, min=0)  # total-variation weight on the decoded image
     l2_weight: float = bounded(0.0, min=0)  # L2 pull of the decoded image towards mid-grey
+    # where the latent starts: "random" (the generator's init_latent(seed)) or "white" (the
+    # generator's encoding of a white canvas, plus init_noise x its std of seeded noise)
+    init: str = "random"
+    init_noise: float = bounded(0.0, min=0)
+    # optimise a coarse cells x cells offset, bilinearly upsampled onto the latent grid
+    # (None: every latent cell is free); coarse offsets paint regions of one colour
+    latent_cells: int | None = bounded(None, min=1, max=4096)
     augment: ViewAugmentConfig = field(default_factory=ViewAugmentConfig)
 
     def __post_init__(self) -> None:
         if self.size is not None and self.size < 8:
             raise ValueError(f"size must be >= 8 pixels (or None), got {self.size}")
+        if self.init not in INITS:
+            raise ValueError(f"init={self.init!r}; accepted: {', '.join(INITS)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TextToImageConfig:
@@ -95,11 +109,16 @@ def generate(
             f"snap_to_codebook=True but {type(generator).__name__} has no quantize(latent)"
         )
     rng = torch.Generator().manual_seed(config.seed)
-    start = generator.init_latent(config.seed).detach()
+    base, start = _start(generator, config)
     latent = start.clone().requires_grad_(True)
 
+    def full_latent() -> torch.Tensor:
+        if base is None:
+            return latent
+        return base + F.interpolate(latent, size=base.shape[-2:], mode="bilinear", align_corners=False)
+
     def render() -> torch.Tensor:
-        code = quantize(latent) if quantize is not None else latent
+        code = quantize(full_latent()) if quantize is not None else full_latent()
         image = generator.decode(code)  # [1,3,H,W]
         if config.size and image.shape[-1] != config.size:
             image = F.interpolate(
@@ -128,4 +147,27 @@ def generate(
             extra_loss=latent_penalty if config.latent_l2_weight else None,
             on_step=on_step,
         )
-    return GenerateResult(tensor_to_pil(result.image), result.trace, latent.detach(), text, config)
+    return GenerateResult(tensor_to_pil(result.image), result.trace, full_latent().detach(), text,
+                          config)
+
+
+@torch.no_grad()
+def _start(generator: Generator, config: TextToImageConfig) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(base latent or None, the optimised tensor's start). With ``latent_cells`` the
+    optimised tensor is a coarse offset added (upsampled) to the base."""
+    if config.init == "random":
+        base = generator.init_latent(config.seed).detach()
+    else:
+        encode = getattr(generator, "encode", None)
+        if encode is None:
+            raise ValueError(f"init='white' needs a generator with encode(images); "
+                             f"{type(generator).__name__} has none (accepted: init='random')")
+        side = getattr(generator, "image_size", None) or 64
+        base = encode(torch.ones(1, 3, side, side)).detach()  # [1,D,h,w]
+    noise = torch.Generator().manual_seed(config.seed)
+    shape = (base.shape[:2] + (config.latent_cells, config.latent_cells)
+             if config.latent_cells else base.shape)
+    jitter = config.init_noise * base.std() * torch.randn(shape, generator=noise)
+    if config.latent_cells:
+        return base, jitter
+    return None, base + jitter

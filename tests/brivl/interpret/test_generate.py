@@ -159,6 +159,29 @@ def test_any_generator_plugs_in(trained_model):
         )
 
 
+def test_white_start_and_a_coarse_latent_paint_regions(trained, trained_model):
+    generator = trained[0]
+    config = TextToImageConfig(steps=0, init="white", seed=3)
+    blank = generate(trained_model, generator, PROMPTS[0], config)
+    with torch.no_grad():
+        white = generator.encode(torch.ones(1, 3, generator.image_size, generator.image_size))
+    torch.testing.assert_close(blank.latent, white)  # no noise, no step: the white canvas
+    coarse = TextToImageConfig(steps=8, lr=0.5, init="white", init_noise=1.0, latent_cells=2, seed=3)
+    result = generate(trained_model, generator, PROMPTS[0], coarse)
+    offset = result.latent - white  # [1, D, h, w], upsampled from 2 x 2 free cells
+    side = offset.shape[-1]
+    corners = offset[..., :: side - 1, :: side - 1]
+    rebuilt = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(offset, size=2, mode="bilinear", align_corners=False),
+        size=side, mode="bilinear", align_corners=False)
+    assert corners.abs().max() > 0 and result.final_similarity > result.initial_similarity
+    torch.testing.assert_close(rebuilt, offset, atol=0.35 * float(offset.abs().max()), rtol=0)
+    with pytest.raises(ValueError, match="init='white' needs a generator with encode"):
+        generate(trained_model, SmoothGenerator(), PROMPTS[0], TextToImageConfig(init="white"))
+    with pytest.raises(ValueError, match="accepted: random, white"):
+        TextToImageConfig(init="grey")
+
+
 def test_adversarial_loss_trains_a_discriminator(shapes):
     images = [im for im, _ in shapes(6, 32)]
     log: list[dict] = []
