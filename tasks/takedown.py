@@ -6,7 +6,9 @@ the removed rows' keys) or holding a requested image URL, and tags every registe
 version whose lineage names an affected shard manifest - the one a take-down replaced or
 any it superseded earlier - with ``takedown_pending=<rows removed from its shards>`` (added
 to an earlier count). A model retrained on the new shards names the new manifest, so its
-version carries no such tag. Nothing else is rewritten.
+version carries no such tag. When any row went, the frozen-trunk store
+(``$BRIVL_HOME/cache/trunks``, features computed from images and captions) is cleared; the
+next run recomputes what it needs. Nothing else is rewritten.
 """
 
 from __future__ import annotations
@@ -82,11 +84,17 @@ def run_takedown(request: Request, shard_dirs: Sequence[str | Path] | None = Non
                              "removed": removal.count, "keys": removal.keys, "urls": removal.urls})
     index_results = [r for r in (_index(d, request, affected) for d in indices) if r]
     models = _tag_models(affected, model_names) if tag_models and affected else []
+    trunks = None
+    if affected:  # the frozen-trunk store holds features of the removed images and captions
+        from brivl.model.trunk_store import clear, default_root
+
+        trunks = {"dir": str(default_root()), "packs_removed": clear(default_root())}
     return {
         "request": request.to_dict(),
         "shards": [{k: a[k] for k in ("dir", "old", "new", "removed")} for a in affected],
         "indices": index_results,
         "models": models,
+        "trunk_store": trunks,
         "removed": sum(a["removed"] for a in affected),
     }
 

@@ -18,6 +18,7 @@ skipped with a warning naming it (its records are recomputed); nothing in it is 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -39,6 +40,21 @@ def default_root() -> Path:
     from brivl.env import project_home
 
     return project_home() / "cache" / "trunks"
+
+
+def clear(root: str | Path) -> int:
+    """Delete every record under ``root`` (all fingerprints); the number of packs removed.
+
+    A take-down calls it: records are features of the images and captions they came from, so
+    they go with them (every stage recomputes what it needs)."""
+    root = Path(root)
+    packs = list(root.glob("*/*.npz")) + list(root.glob("*/*.npz.part"))
+    for path in packs:
+        path.unlink(missing_ok=True)
+    for directory in [d for d in root.glob("*") if d.is_dir()]:
+        with contextlib.suppress(OSError):
+            directory.rmdir()
+    return sum(1 for p in packs if p.suffix == ".npz")
 
 
 def image_key(item: Any, size: int) -> str | None:

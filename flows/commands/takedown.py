@@ -50,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
     rows += [{"what": "model", "directory": f"{m['model']} v{m['version']}",
               "removed": m[PENDING_TAG], "manifest": f"{PENDING_TAG}={m[PENDING_TAG]}"}
              for m in summary["models"]]
+    if summary["trunk_store"]:  # cached features of every image: recomputed by the next run
+        store = summary["trunk_store"]
+        rows.append({"what": "trunk store", "directory": store["dir"],
+                     "removed": f"{store['packs_removed']} packs", "manifest": "cleared"})
     if not rows:
         print("takedown: no shard or index row matched; nothing changed")
         return 0

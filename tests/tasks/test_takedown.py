@@ -12,6 +12,7 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from brivl import manifest
 from brivl.datasheet import build_datasheet, write_datasheet
@@ -81,10 +82,16 @@ def test_takedown_removes_rows_tags_models_and_leaves_the_rest(corpus, tmp_path:
     old_a, old_index = manifest.read_manifest(trained), manifest.read_manifest(index)
     before_a, before_b, before_index = _bytes(trained), _bytes(other), _bytes(index)
 
+    from brivl.model.trunk_store import TrunkStore, default_root
+
+    cached = TrunkStore(default_root() / "fingerprint")  # features of every image, cached
+    cached.put("image", "a" * 32, torch.zeros(4, 2, 2))
+    cached.flush()
     argv = ["takedown", "--urls", str(tmp_path / "urls.txt"), "--sha256", str(tmp_path / "sha.txt"),
             "--shards", str(trained), "--shards", str(other), "--index", str(index),
             "--model-name", name]
     assert main(argv) == 0
+    assert not list(default_root().glob("*/*.npz"))  # cleared with the rows
 
     # the shards: exactly those rows gone, every other row and column as it was
     gone = {by_url["key"], by_sha["key"]}
