@@ -134,9 +134,9 @@ class Encoder:
         missing = [i for i, row in enumerate(rows) if row is None]
         if missing:
             try:
-                pixels = load_images([batch[i] for i in missing], self.image_size)
+                pixels = load_images([batch[i] for i in missing], self.image_size, missing)
             except ValueError as exc:
-                raise ValueError(f"encode_images: batch from {start}, missing {missing}: {exc}") from exc
+                raise ValueError(f"encode_images: batch from {start}: {exc}") from exc
             with autocast(self.device):
                 computed = tower.trunk(pixels.to(self.device)).float()
             for i, row in zip(missing, computed, strict=True):

@@ -64,14 +64,21 @@ def load_image(item: ImageLike, size: int) -> torch.Tensor:
     return crop_resize(open_image(item), size).float().div_(255.0)
 
 
-def load_images(items: Sequence[ImageLike], size: int) -> torch.Tensor:
-    """A batch (B, 3, size, size) in [0, 1]; an unreadable item raises ``ValueError`` naming its index."""
+DECODE_ERRORS = (OSError, ValueError, TypeError, Image.DecompressionBombError)
+
+
+def load_images(items: Sequence[ImageLike], size: int,
+                indices: Sequence[int] | None = None) -> torch.Tensor:
+    """A batch (B, 3, size, size) in [0, 1]; an unreadable item raises ``ValueError`` naming its
+    index (``indices[i]`` when given: the item's place in the caller's list)."""
     out = torch.empty(len(items), 3, size, size)
     for i, item in enumerate(items):
         try:
             out[i] = load_image(item, size)
-        except (OSError, ValueError, TypeError, Image.DecompressionBombError) as exc:
-            raise ValueError(f"image {i}: cannot decode ({exc}); accepted: JPEG/PNG/WebP bytes, PIL.Image, path") from exc
+        except DECODE_ERRORS as exc:
+            where = indices[i] if indices is not None else i
+            raise ValueError(f"image {where}: cannot decode ({exc}); accepted: JPEG/PNG/WebP "
+                             "bytes, PIL.Image, path") from exc
     return out
 
 
@@ -86,6 +93,6 @@ def try_load_images(items: Sequence[ImageLike], size: int) -> tuple[torch.Tensor
         try:
             out[i] = load_image(item, size)
             reasons.append(None)
-        except (OSError, ValueError, TypeError, Image.DecompressionBombError) as exc:
+        except DECODE_ERRORS as exc:
             reasons.append(f"{type(exc).__name__}: {exc}")
     return out, reasons

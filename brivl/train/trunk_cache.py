@@ -58,6 +58,7 @@ class TrunkCache:
         self.store_root = store
         self.store: TrunkStore | None = None
         self._store_opened = False
+        self._stored = (False, False)
 
     def flush(self) -> None:
         """Write the records added to the store (no-op without one)."""
@@ -99,14 +100,14 @@ class TrunkCache:
     def _fill(self, model: torch.nn.Module, keys: list[str], images: list[bytes],
               tokens: dict[str, torch.Tensor], decode: Decode, device: torch.device) -> None:
         store = self._open_store(model)
-        use = store is not None
+        use_image, use_text = self._stored
         ids, mask = tokens["input_ids"].to(device), tokens["attention_mask"].to(device)
         lengths = mask.sum(dim=1).tolist()
         size = model.config.image_size
-        image_keys = [image_key(b, size) if use else None for b in images]
-        text_keys = [text_key(ids[i, :n]) if use else None for i, n in enumerate(lengths)]
-        image_rows = [store.get("image", k) if use else None for k in image_keys]
-        text_rows = [store.get("text", k) if use else None for k in text_keys]
+        image_keys = [image_key(b, size) if use_image else None for b in images]
+        text_keys = [text_key(ids[i, :n]) if use_text else None for i, n in enumerate(lengths)]
+        image_rows = [store.get("image", k) if use_image else None for k in image_keys]
+        text_rows = [store.get("text", k) if use_text else None for k in text_keys]
         need_image = [i for i, row in enumerate(image_rows) if row is None]
         if need_image:
             pixels, valid = decode([images[i] for i in need_image], [keys[i] for i in need_image])
@@ -116,7 +117,7 @@ class TrunkCache:
             for j, i in enumerate(need_image):
                 if valid[j]:
                     image_rows[i] = computed[j]
-                    if use:
+                    if use_image:
                         store.put("image", image_keys[i], computed[j].float())
         need_text = [i for i, row in enumerate(text_rows) if row is None and image_rows[i] is not None]
         if need_text:
@@ -124,7 +125,7 @@ class TrunkCache:
                 computed = model.text_tower.trunk(ids[need_text], mask[need_text])
             for j, i in enumerate(need_text):
                 text_rows[i] = None if computed is None else computed[j, : lengths[i]]
-                if use and computed is not None:
+                if use_text and computed is not None:
                     store.put("text", text_keys[i], text_rows[i].float())
         for i, key in enumerate(keys):
             if image_rows[i] is None:
@@ -134,9 +135,14 @@ class TrunkCache:
             self.text[key] = None if text_rows[i] is None else text_rows[i].to("cpu", self.dtype)
 
     def _open_store(self, model: torch.nn.Module) -> TrunkStore | None:
+        """The store (opened on the first fill); ``_stored``: whether each tower's trunk
+        (image, text) goes through it: only a tower with frozen layers does."""
         if not self._store_opened:
             self._store_opened = True
             self.store = TrunkStore.open(self.store_root, model, self.bf16)
+            has = self.store is not None
+            self._stored = (has and bool(model.image_tower.trunk_tensors()),
+                            has and bool(model.text_tower.trunk_tensors()))
         return self.store
 
     def _text(self, keys: list[str], tokens: dict[str, torch.Tensor],

@@ -59,6 +59,9 @@ def test_stored_trunks_give_the_embeddings_of_the_full_towers(tmp_path: Path) ->
     np.testing.assert_allclose(again.encode_texts(CAPTIONS), want_texts, atol=1e-6)
     assert again.trunks.hits == 8 and again.trunks.misses == 0
     assert _packs(tmp_path) == packs  # nothing new to write
+    # a bad image among stored ones is named by its place in the caller's list
+    with pytest.raises(ValueError, match=r"batch from 0: image 2: cannot decode"):
+        again.encode_images([images[0], images[1], b"not an image"])
 
 
 def test_the_fingerprint_follows_the_frozen_weights_only() -> None:
