@@ -106,7 +106,8 @@ def trunk_fingerprint(model: torch.nn.Module, bf16: bool) -> str | None:
 
 
 class TrunkStore:
-    """Records of one fingerprint: ``get_*`` / ``put_*`` by key, ``flush`` writes new ones."""
+    """Records of one fingerprint: ``get`` / ``put`` by kind ("image", "text") and key;
+    ``flush`` writes the new ones as packs."""
 
     def __init__(self, directory: str | Path) -> None:
         self.dir = Path(directory)
